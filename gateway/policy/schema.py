@@ -1,0 +1,237 @@
+"""The policy bundle's file formats, strictly validated (unknown keys are errors).
+
+Legal teams edit these files; every field is documented in docs/policy-files.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.domain import CATEGORIES, INTENDED_USES
+
+SeverityName = Literal["low", "medium", "high"]
+ActionLevel = Literal["low", "medium", "high", "never"]
+Status = Literal["allowed", "denied", "conditional", "unknown"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(Strict):
+    """Score at or above which a category reaches each severity."""
+
+    low: float = Field(ge=0.0, le=1.0)
+    medium: float = Field(ge=0.0, le=1.0)
+    high: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.low <= self.medium <= self.high:
+            raise ValueError("thresholds must satisfy low <= medium <= high")
+        return self
+
+
+class DirectionThresholds(Strict):
+    prompt: Thresholds
+    image: Thresholds
+
+
+class ImageActions(Strict):
+    block_at: ActionLevel
+    quarantine_at: ActionLevel = "never"
+
+
+class TextActions(Strict):
+    block_at: ActionLevel
+
+
+class Actions(Strict):
+    prompt: TextActions
+    negative_prompt: TextActions
+    image: ImageActions
+
+
+class CategoryPolicy(Strict):
+    description: str
+    thresholds: DirectionThresholds
+    actions: Actions
+    terms: list[str] = Field(default_factory=list)
+    exemplars: list[str] = Field(default_factory=list)
+
+    @field_validator("terms", "exemplars")
+    @classmethod
+    def _no_blank(cls, v: list[str]) -> list[str]:
+        if any(not s.strip() for s in v):
+            raise ValueError("entries must not be blank")
+        return v
+
+
+class ImageConcept(Strict):
+    text: str = Field(min_length=1)
+    category: str
+    threshold: float = Field(ge=-2.0, le=2.0)
+    special_care: bool = False
+
+    @field_validator("category")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in CATEGORIES:
+            raise ValueError(f"unknown category {v!r}; known: {', '.join(CATEGORIES)}")
+        return v
+
+
+class ImagePolicy(Strict):
+    special_care_adjustment: float = Field(default=0.01, ge=0.0, le=0.5)
+    nsfw_detector_category: str = "sexual"
+    concepts: list[ImageConcept] = Field(default_factory=list)
+
+
+class ContentPolicy(Strict):
+    schema_version: Literal[1]
+    exemplar_scale: tuple[float, float] = Field(
+        default=(0.25, 0.75),
+        description="cosine similarity mapped linearly onto score 0..1 between these two values",
+    )
+    categories: dict[str, CategoryPolicy]
+    image: ImagePolicy = Field(default_factory=ImagePolicy)
+
+    @field_validator("categories")
+    @classmethod
+    def _all_categories(cls, v: dict[str, CategoryPolicy]) -> dict[str, CategoryPolicy]:
+        unknown = sorted(set(v) - set(CATEGORIES))
+        missing = [c for c in CATEGORIES if c not in v]
+        if unknown:
+            raise ValueError(f"unknown categories: {', '.join(unknown)}")
+        if missing:
+            raise ValueError(f"missing categories: {', '.join(missing)}")
+        return v
+
+
+class Condition(Strict):
+    fact: str
+    op: Literal["<", "<=", ">", ">=", "==", "!=", "present", "true"]
+    value: Any = None
+    clause: str | None = None
+
+
+class UsePermission(Strict):
+    status: Status
+    clause: str | None = None
+    any_of: list[list[str]] = Field(default_factory=list)
+    note: str | None = None
+
+
+class OutputRights(Strict):
+    ownership: str
+    commercial_use: Status
+    attribution: str | None = None
+    may_train_other_models: bool
+    derivatives_inherit_restrictions: bool
+    use_restrictions: list[dict[str, Any]] = Field(default_factory=list)
+    ai_disclosure: str = "law_dependent"
+    clause: str | None = None
+
+
+class Licence(Strict):
+    schema_version: Literal[1]
+    id: str
+    name: str
+    spdx: str
+    url: str | None = None
+    legal_notes: list[str] = Field(default_factory=list)
+    conditions: dict[str, Condition] = Field(default_factory=dict)
+    use_purposes: dict[str, UsePermission]
+    output_rights: OutputRights
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Licence:
+        unknown = sorted(set(self.use_purposes) - set(INTENDED_USES))
+        if unknown:
+            raise ValueError(f"unknown intended uses in use_purposes: {', '.join(unknown)}")
+        for use, perm in self.use_purposes.items():
+            for group in perm.any_of:
+                for name in group:
+                    if name not in self.conditions:
+                        raise ValueError(f"use_purposes.{use}: unknown condition {name!r}")
+        return self
+
+
+class ModelSource(Strict):
+    kind: Literal["demo_tiny", "pipeline_dir", "single_file"]
+    path: str
+    pipeline_class: str | None = None
+    config: str | None = Field(default=None, description="diffusers config dir for single_file")
+
+
+class StepBounds(Strict):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1, le=500)
+    default: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StepBounds:
+        if not self.min <= self.default <= self.max:
+            raise ValueError("steps must satisfy min <= default <= max")
+        return self
+
+
+class MemoryOptions(Strict):
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+
+
+class ModelEntry(Strict):
+    licence: str
+    description: str = ""
+    source: ModelSource
+    pins: dict[str, str] | Literal["manifest"] = Field(default_factory=dict)
+    sizes: list[str]
+    steps: StepBounds
+    options: MemoryOptions = Field(default_factory=MemoryOptions)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[str]) -> list[str]:
+        for s in v:
+            w, _, h = s.partition("x")
+            if not (w.isdigit() and h.isdigit() and int(w) % 8 == 0 and int(h) % 8 == 0):
+                raise ValueError(f"size {s!r} must be WxH with multiples of 8")
+        return v
+
+    @field_validator("pins")
+    @classmethod
+    def _pins(cls, v: dict[str, str] | str) -> dict[str, str] | str:
+        if isinstance(v, dict):
+            for path, digest in v.items():
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ValueError(f"pin for {path!r} must be a lowercase hex sha256")
+        return v
+
+
+class ModelRegistry(Strict):
+    schema_version: Literal[1]
+    models: dict[str, ModelEntry]
+
+
+class UseEntry(Strict):
+    description: str
+
+
+class Uses(Strict):
+    schema_version: Literal[1]
+    default: str
+    uses: dict[str, UseEntry]
+
+    @model_validator(mode="after")
+    def _known(self) -> Uses:
+        unknown = sorted(set(self.uses) - set(INTENDED_USES))
+        if unknown:
+            raise ValueError(f"unknown intended uses: {', '.join(unknown)}")
+        if self.default not in self.uses:
+            raise ValueError(f"default {self.default!r} is not one of the listed uses")
+        return self

