@@ -1,0 +1,65 @@
+"""The model manager: which registered models can generate right now, and their pipelines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.generation.demo_tiny import build_demo_tiny
+from gateway.generation.loader import LoadedModel, ModelUnavailable, load_model, source_path
+from gateway.policy.schema import ModelEntry, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    model_id: str
+    entry: ModelEntry
+    available: bool
+    reason: str | None
+    weights_sha256: str | None
+
+
+class ModelManager:
+    """Loads every registered model whose weights are present; remembers why others are not."""
+
+    def __init__(self, registry: ModelRegistry, model_dir: Path) -> None:
+        self._registry = registry
+        self._model_dir = model_dir
+        self._loaded: dict[str, LoadedModel] = {}
+        self._unavailable: dict[str, str] = {}
+
+    @property
+    def entries(self) -> Mapping[str, ModelEntry]:
+        return self._registry.models
+
+    def prepare(self) -> None:
+        for model_id, entry in self._registry.models.items():
+            if entry.source.kind == "demo_tiny":
+                path = source_path(entry, self._model_dir)
+                if not path.exists():
+                    log.info("building %s into %s", model_id, path)
+                    build_demo_tiny(path)
+            try:
+                self._loaded[model_id] = load_model(model_id, entry, self._model_dir)
+                log.info("model %s ready", model_id)
+            except ModelUnavailable as exc:
+                self._unavailable[model_id] = str(exc)
+                log.warning("model %s unavailable: %s", model_id, exc)
+
+    def status(self, model_id: str) -> ModelStatus:
+        entry = self._registry.models[model_id]
+        loaded = self._loaded.get(model_id)
+        if loaded is not None:
+            return ModelStatus(model_id, entry, True, None, loaded.weights_sha256)
+        reason = self._unavailable.get(model_id, f"{model_id} has not been loaded")
+        return ModelStatus(model_id, entry, False, reason, None)
+
+    def get(self, model_id: str) -> LoadedModel:
+        loaded = self._loaded.get(model_id)
+        if loaded is None:
+            raise ModelUnavailable(self.status(model_id).reason or model_id)
+        return loaded
