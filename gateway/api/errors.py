@@ -1,0 +1,61 @@
+"""Every error leaves in OpenAI's shape: {"error": {code, message, type, param, ...}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        if first.get("type") == "json_invalid" or (
+            first.get("type") == "model_attributes_type" and tuple(first["loc"]) == ("body",)
+        ):
+            err = GatewayError(400, "invalid_json", "the request body is not a JSON object")
+            return JSONResponse(err.body(), status_code=400)
+        param = _param(tuple(first["loc"]))
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        if first.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        details = [{"param": _param(tuple(e["loc"])), "message": str(e["msg"])} for e in errors]
+        err = GatewayError(
+            422,
+            "invalid_request",
+            f"{param or 'body'}: {msg}",
+            param=param,
+            extra={"details": details},
+        )
+        return JSONResponse(err.body(), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        err = GatewayError(exc.status_code, code, str(exc.detail))
+        return JSONResponse(err.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        err = GatewayError(500, "internal_error", "internal error; the request was not served")
+        return JSONResponse(err.body(), status_code=500)

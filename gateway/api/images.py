@@ -1,0 +1,59 @@
+"""POST /v1/images/generations: the OpenAI Images API, governed."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from fastapi import APIRouter
+
+from gateway.api.deps import Requester, RuntimeDep
+from gateway.api.schemas import ErrorBody, ImageData, ImageGenerationBody, ImagesResponse
+from gateway.pipeline.generate import GenerationPipeline
+from gateway.pipeline.request import GenerationRequest
+
+router = APIRouter(tags=["images"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422, 429, 503)
+}
+
+
+@router.post("/v1/images/generations", response_model=ImagesResponse, responses=_ERRORS)
+def generate_images(
+    body: ImageGenerationBody, principal: Requester, runtime: RuntimeDep
+) -> ImagesResponse:
+    request = GenerationRequest(
+        model=body.model,
+        prompt=body.prompt,
+        n=body.n,
+        size=body.size,
+        response_format=body.response_format,
+        user=body.user,
+        negative_prompt=body.negative_prompt,
+        seed=body.seed,
+        steps=body.steps,
+        intended_use=body.governance.intended_use if body.governance else None,
+    )
+    result = GenerationPipeline(runtime).generate(principal, request)
+    data: list[ImageData] = []
+    for image in result.images:
+        if image.png is None:
+            data.append(
+                ImageData(
+                    finish_reason="CONTENT_FILTERED",
+                    error={
+                        "code": "output_filtered",
+                        "action": image.action,
+                        "categories": image.categories,
+                        "message": "this image was withheld by the image safety policy",
+                    },
+                )
+            )
+            continue
+        encoded = base64.b64encode(image.png).decode("ascii")
+        if body.response_format == "url":
+            data.append(ImageData(url="data:image/png;base64," + encoded, finish_reason="SUCCESS"))
+        else:
+            data.append(ImageData(b64_json=encoded, finish_reason="SUCCESS"))
+    return ImagesResponse(created=int(time.time()), data=data, governance=result.governance)

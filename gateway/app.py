@@ -1,0 +1,38 @@
+"""create_app(settings) -> FastAPI. The lifespan builds the runtime unless one is given."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api import audit, health, images, models
+from gateway.api.errors import install_error_handlers
+from gateway.runtime import Runtime, build_runtime
+from gateway.settings import Settings
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime if runtime is not None else build_runtime(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.runtime.close()
+
+    app = FastAPI(
+        title="Governed image generation gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="OpenAI-compatible image generation with safety and licence governance.",
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    install_error_handlers(app)
+    for router in (health.router, images.router, models.router, audit.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,347 @@
+"""One governed text-to-image request, start to finish.
+
+validate → open decision (``received`` committed) → licence check → model availability →
+prompt classifier → generator (bounded queue) → image classifiers → per-image policy →
+provenance → close decision (``decided``, same transaction as the outcome).
+
+Every stage that raises or overruns denies the request (503 ``safety_system_unavailable``)
+and the denial is recorded. Nothing leaves unless both classifiers and the policy said yes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.decisions import Opening, close_decision, open_decision
+from gateway.db.engine import unit_of_work
+from gateway.domain import Direction, LicenceDecision, Principal
+from gateway.errors import GatewayError
+from gateway.generation.run import GenerationParams, run_pipeline
+from gateway.generation.worker import QueueFull
+from gateway.pipeline.request import DeliveredImage, GenerationRequest, GenerationResult
+from gateway.pipeline.stages import StageFailure, run_stage, wait_for
+from gateway.policy.content import judge_image, judge_text
+from gateway.policy.licence import evaluate_licence
+from gateway.policy.schema import ModelEntry
+from gateway.provenance import Provenance, encode_png, sha256_hex
+from gateway.runtime import Runtime
+
+
+class Denied(Exception):
+    """Internal: the request ends here with this outcome and error."""
+
+    def __init__(self, outcome: str, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.outcome = outcome
+        self.error = error
+
+
+class GenerationPipeline:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    # -- validation before anything is recorded -------------------------------------------
+    def _validate(self, principal: Principal, req: GenerationRequest) -> tuple[ModelEntry, str]:
+        bundle = self._rt.bundle
+        entry = bundle.models.models.get(req.model)
+        if entry is None:
+            raise GatewayError(
+                404, "model_not_found", f"model {req.model!r} is not registered", param="model"
+            )
+        size = req.size or entry.sizes[0]
+        if size not in entry.sizes:
+            raise GatewayError(
+                422,
+                "invalid_size",
+                f"size {size!r} is not allowed for {req.model}; allowed: " + ", ".join(entry.sizes),
+                param="size",
+            )
+        if req.steps is not None and not entry.steps.min <= req.steps <= entry.steps.max:
+            raise GatewayError(
+                422,
+                "invalid_steps",
+                f"steps must be between {entry.steps.min} and {entry.steps.max} for {req.model}",
+                param="steps",
+            )
+        use = req.intended_use or principal.default_intended_use or bundle.uses.default
+        if principal.allowed_uses is not None and use not in principal.allowed_uses:
+            raise GatewayError(
+                403,
+                "intended_use_not_permitted",
+                f"this API key may not declare intended use {use!r}; allowed: "
+                + ", ".join(principal.allowed_uses),
+                param="governance.intended_use",
+            )
+        return entry, use
+
+    # -- the flow -------------------------------------------------------------------------
+    def generate(self, principal: Principal, req: GenerationRequest) -> GenerationResult:
+        entry, use = self._validate(principal, req)
+        rt = self._rt
+        bundle = rt.bundle
+        size = req.size or entry.sizes[0]
+        width, height = (int(v) for v in size.split("x"))
+        steps = req.steps or entry.steps.default
+        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+        request_json = {
+            **req.to_json(),
+            "size": size,
+            "steps": steps,
+            "seed": seed,
+            "intended_use": use,
+        }
+        with unit_of_work(rt.sessions) as session:
+            decision_id = open_decision(
+                session,
+                Opening(
+                    tenant_id=principal.tenant_id,
+                    key_id=principal.key_id,
+                    user=req.user,
+                    model_id=req.model,
+                    licence_id=entry.licence,
+                    intended_use=use,
+                    policy_version=bundle.version,
+                    request=request_json,
+                ),
+            ).id
+
+        record: dict[str, Any] = {"timings_ms": {}, "errors": [], "seed": seed}
+        timings: dict[str, float] = record["timings_ms"]
+        try:
+            result = self._run(
+                decision_id, principal, req, entry, use, width, height, steps, seed, record, timings
+            )
+        except Denied as denied:
+            denied.error.decision_id = decision_id
+            self._close(decision_id, denied.outcome, denied.error.status, denied.error.code, record)
+            raise denied.error from None
+        except StageFailure as failure:
+            record["errors"].append({"stage": failure.stage, "message": failure.message})
+            self._close(
+                decision_id, "safety_system_unavailable", 503, "safety_system_unavailable", record
+            )
+            raise GatewayError(
+                503,
+                "safety_system_unavailable",
+                f"the {failure.stage} stage failed, so the request was refused (fail closed)",
+                decision_id=decision_id,
+            ) from failure
+        self._close(decision_id, result.outcome, 200, None, record)
+        return result
+
+    def _run(
+        self,
+        decision_id: str,
+        principal: Principal,
+        req: GenerationRequest,
+        entry: ModelEntry,
+        use: str,
+        width: int,
+        height: int,
+        steps: int,
+        seed: int,
+        record: dict[str, Any],
+        timings: dict[str, float],
+    ) -> GenerationResult:
+        rt = self._rt
+        bundle = rt.bundle
+        timeout = rt.settings.stage_timeout_s
+
+        # 1. licence × intended use × tenant facts
+        licence = bundle.licences[entry.licence]
+        verdict = evaluate_licence(licence, use, principal.tenant_facts)
+        record["licence"] = _licence_json(verdict)
+        record["rights"] = verdict.rights
+        if not verdict.allowed:
+            raise Denied(
+                "licence_denied",
+                GatewayError(
+                    403,
+                    "licence_policy_violation",
+                    f"licence {licence.name} does not permit intended use {use!r} for {req.model}",
+                    param="governance.intended_use",
+                    extra={"reasons": [r.to_json() for r in verdict.reasons]},
+                ),
+            )
+
+        # 2. is the model there and intact?
+        status = rt.models.status(req.model)
+        record["model"] = {
+            "id": req.model,
+            "licence": entry.licence,
+            "weights_sha256": status.weights_sha256,
+        }
+        if not status.available:
+            raise Denied(
+                "model_unavailable",
+                GatewayError(
+                    503,
+                    "model_unavailable",
+                    status.reason or f"{req.model} is unavailable",
+                    param="model",
+                ),
+            )
+        loaded = rt.models.get(req.model)
+
+        # 3. prompt classifier (prompt and negative prompt), then content policy
+        texts = [req.prompt] + ([req.negative_prompt] if req.negative_prompt else [])
+        t0 = time.perf_counter()
+        scores = run_stage(
+            rt.executor, "prompt_classifier", lambda: rt.prompt_classifier.classify(texts), timeout
+        )
+        timings["prompt_classifier"] = _ms(t0)
+        if len(scores) != len(texts):
+            raise StageFailure("prompt_classifier", "returned the wrong number of results")
+        prompt_a = judge_text(bundle.content, scores[0], Direction.PROMPT)
+        record["prompt"] = {
+            "text": req.prompt,
+            "normalised": scores[0].normalised,
+            "assessment": prompt_a.to_json(),
+        }
+        blocked = list(prompt_a.details.get("blocked_categories", []))
+        if req.negative_prompt:
+            neg_a = judge_text(bundle.content, scores[1], Direction.NEGATIVE_PROMPT)
+            record["negative_prompt"] = {
+                "text": req.negative_prompt,
+                "normalised": scores[1].normalised,
+                "assessment": neg_a.to_json(),
+            }
+            blocked += [c for c in neg_a.details.get("blocked_categories", []) if c not in blocked]
+        if blocked:
+            raise Denied(
+                "prompt_blocked",
+                GatewayError(
+                    400,
+                    "content_policy_violation",
+                    "the prompt was refused by the content policy: " + ", ".join(blocked),
+                    param="prompt",
+                    extra={"categories": blocked},
+                ),
+            )
+
+        # 4. generator, behind the bounded queue
+        params = GenerationParams(
+            req.prompt, req.negative_prompt, req.n, width, height, steps, seed
+        )
+        t0 = time.perf_counter()
+        try:
+            future = rt.worker.submit(lambda: run_pipeline(loaded, params))
+        except QueueFull:
+            raise Denied(
+                "queue_full",
+                GatewayError(
+                    429,
+                    "queue_full",
+                    "the generation queue is full; retry later",
+                    headers={"Retry-After": str(rt.settings.retry_after_s)},
+                ),
+            ) from None
+        images = wait_for("generator", future, rt.settings.generation_timeout_s)
+        timings["generator"] = _ms(t0)
+
+        # 5. image classifiers, then per-image policy
+        t0 = time.perf_counter()
+        image_scores = run_stage(
+            rt.executor, "image_classifier", lambda: rt.image_classifier.classify(images), timeout
+        )
+        timings["image_classifier"] = _ms(t0)
+        if len(image_scores) != len(images):
+            raise StageFailure("image_classifier", "returned the wrong number of results")
+
+        # 6. provenance and delivery
+        t0 = time.perf_counter()
+        provenance = Provenance(
+            decision_id, req.model, entry.licence, bundle.version, verdict.rights
+        )
+        delivered: list[DeliveredImage] = []
+        for i, (image, raw) in enumerate(zip(images, image_scores, strict=True)):
+            assessment = judge_image(bundle.content, raw)
+            png = encode_png(image, provenance if assessment.action == "allow" else None)
+            categories = [
+                *assessment.details.get("blocked_categories", []),
+                *assessment.details.get("quarantined_categories", []),
+            ]
+            if assessment.action == "quarantine":
+                self._quarantine(decision_id, i, png)
+            delivered.append(
+                DeliveredImage(
+                    index=i,
+                    action=assessment.action,
+                    png=png if assessment.action == "allow" else None,
+                    sha256=sha256_hex(png),
+                    assessment=assessment.to_json(),
+                    categories=categories,
+                )
+            )
+        timings["provenance"] = _ms(t0)
+        record["images"] = [
+            {"index": d.index, "action": d.action, "sha256": d.sha256, "assessment": d.assessment}
+            for d in delivered
+        ]
+        n_ok = sum(d.action == "allow" for d in delivered)
+        outcome = (
+            "allowed"
+            if n_ok == len(delivered)
+            else "output_filtered"
+            if n_ok == 0
+            else "partially_filtered"
+        )
+        if outcome == "output_filtered":
+            raise Denied(
+                outcome,
+                GatewayError(
+                    400,
+                    "output_filtered",
+                    "every generated image was withheld by the image safety policy",
+                    extra={"categories": sorted({c for d in delivered for c in d.categories})},
+                ),
+            )
+        governance = {
+            "decision_id": decision_id,
+            "decision": outcome,
+            "policy_version": bundle.version,
+            "intended_use": use,
+            "seed": seed,
+            "model": record["model"],
+            "licence": record["licence"],
+            "prompt_assessment": prompt_a.to_json(),
+            "negative_prompt_assessment": record.get("negative_prompt", {}).get("assessment"),
+            "images": record["images"],
+            "rights": verdict.rights,
+        }
+        return GenerationResult(decision_id, outcome, delivered, governance)
+
+    def _quarantine(self, decision_id: str, index: int, png: bytes) -> None:
+        folder = Path(self._rt.settings.data_dir) / "quarantine" / decision_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{index}.png").write_bytes(png)
+
+    def _close(
+        self, decision_id: str, outcome: str, status: int, code: str | None, record: dict[str, Any]
+    ) -> None:
+        with unit_of_work(self._rt.sessions) as session:
+            close_decision(
+                session,
+                decision_id,
+                outcome=outcome,
+                http_status=status,
+                error_code=code,
+                record=record,
+            )
+
+
+def _licence_json(verdict: LicenceDecision) -> dict[str, Any]:
+    return {
+        "id": verdict.licence,
+        "decision": verdict.decision,
+        "intended_use": verdict.intended_use,
+        "facts_used": verdict.facts_used,
+        "reasons": [r.to_json() for r in verdict.reasons],
+    }
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)

@@ -1,0 +1,52 @@
+"""A validated generation request, independent of HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    model: str
+    prompt: str
+    n: int = 1
+    size: str | None = None
+    response_format: str = "b64_json"
+    user: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    intended_use: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "n": self.n,
+            "size": self.size,
+            "response_format": self.response_format,
+            "user": self.user,
+            "seed": self.seed,
+            "steps": self.steps,
+            "intended_use": self.intended_use,
+        }
+
+
+@dataclass(frozen=True)
+class DeliveredImage:
+    index: int
+    action: str  # allow | block | quarantine
+    png: bytes | None
+    sha256: str
+    assessment: dict[str, Any]
+    categories: list[str]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    decision_id: str
+    outcome: str
+    images: list[DeliveredImage]
+    governance: dict[str, Any]

@@ -1,0 +1,46 @@
+"""Provenance written into each delivered image: PNG text chunks any tool can read.
+
+Keys (iTXt, UTF-8): ``gateway:decision_id``, ``gateway:model``, ``gateway:licence``,
+``gateway:policy_version``, ``gateway:rights`` (JSON) and ``gateway:digital_source_type``
+(IPTC ``trainedAlgorithmicMedia``: the image was made by a generative model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    decision_id: str
+    model_id: str
+    licence_id: str
+    policy_version: str
+    rights: dict[str, Any]
+
+
+def encode_png(image: Image.Image, provenance: Provenance | None = None) -> bytes:
+    info = PngInfo()
+    if provenance is not None:
+        info.add_itxt("gateway:decision_id", provenance.decision_id)
+        info.add_itxt("gateway:model", provenance.model_id)
+        info.add_itxt("gateway:licence", provenance.licence_id)
+        info.add_itxt("gateway:policy_version", provenance.policy_version)
+        info.add_itxt("gateway:rights", json.dumps(provenance.rights, sort_keys=True))
+        info.add_itxt("gateway:digital_source_type", DIGITAL_SOURCE_TYPE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,115 @@
+"""The long-lived parts of a running gateway, built once from settings and passed around."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.audit.decisions import abort_open_decisions
+from gateway.db.engine import make_engine, make_session_factory, unit_of_work
+from gateway.db.migrate import upgrade
+from gateway.generation.models import ModelManager
+from gateway.generation.worker import GenerationWorker
+from gateway.policy.bundle import PolicyBundle, load_bundle
+from gateway.safety.image_classifier import CompositeImageClassifier, ImageClassifier
+from gateway.safety.image_concepts import ClipConceptChecker, Concept
+from gateway.safety.image_nsfw import OpenNsfwDetector
+from gateway.safety.prompt_classifier import PolicyPromptClassifier, PromptClassifier, TextEncoder
+from gateway.safety.text_encoder import MiniLMEncoder
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    bundle: PolicyBundle
+    encoder: TextEncoder
+    prompt_classifier: PromptClassifier
+    image_classifier: ImageClassifier
+    models: ModelManager
+    worker: GenerationWorker
+    executor: ThreadPoolExecutor
+    recovered: list[str]
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()
+
+
+@dataclass(frozen=True)
+class Models:
+    """The heavy, policy-independent models; tests build them once and share them."""
+
+    encoder: TextEncoder
+    nsfw: OpenNsfwDetector | None
+
+
+def load_models(settings: Settings) -> Models:
+    encoder = MiniLMEncoder(settings.prompt_encoder_dir)
+    nsfw = OpenNsfwDetector() if settings.nsfw_detector else None
+    return Models(encoder=encoder, nsfw=nsfw)
+
+
+def build_image_classifier(
+    settings: Settings, bundle: PolicyBundle, nsfw: OpenNsfwDetector | None
+) -> ImageClassifier:
+    image_policy = bundle.content.image
+    concepts = None
+    if settings.clip_dir is not None:
+        concepts = ClipConceptChecker(
+            settings.clip_dir,
+            [
+                Concept(c.text, c.category, c.threshold, c.special_care)
+                for c in image_policy.concepts
+            ],
+            special_care_adjustment=image_policy.special_care_adjustment,
+        )
+    return CompositeImageClassifier(nsfw, concepts, image_policy.nsfw_detector_category)
+
+
+def build_runtime(settings: Settings, models: Models | None = None, **overrides: Any) -> Runtime:
+    """Migrate the database, load policy and models, close decisions a crash left open."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    upgrade(url, settings.migrations_dir)
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    with unit_of_work(sessions) as session:
+        recovered = abort_open_decisions(session, "the gateway stopped before this decision closed")
+    if recovered:
+        log.warning("closed %d decision(s) left open by a crash as aborted", len(recovered))
+    bundle = load_bundle(settings.policy_dir)
+    models = models or load_models(settings)
+    manager = ModelManager(bundle.models, settings.resolved_model_dir)
+    manager.prepare()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    worker = GenerationWorker(settings.queue_size)
+    worker.start()
+    parts: dict[str, Any] = {
+        "settings": settings,
+        "engine": engine,
+        "sessions": sessions,
+        "bundle": bundle,
+        "encoder": models.encoder,
+        "prompt_classifier": PolicyPromptClassifier(models.encoder, bundle.content),
+        "image_classifier": build_image_classifier(settings, bundle, models.nsfw),
+        "models": manager,
+        "worker": worker,
+        "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
+        "recovered": recovered,
+    }
+    parts.update(overrides)
+    return Runtime(**parts)
