@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.auth.keys import create_key
 from gateway.db.engine import unit_of_work
 from gateway.domain import Role
+from gateway.generation.demo_tiny import build_demo_tiny
 from gateway.runtime import Models, Runtime, build_runtime, load_models
 from gateway.settings import Settings
 
@@ -48,7 +49,9 @@ def shared_models() -> Models:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """demo-tiny is built here once (by the same code `gateway serve` runs) and shared."""
-    return tmp_path_factory.mktemp("models")
+    directory = tmp_path_factory.mktemp("models")
+    build_demo_tiny(directory / "demo-tiny")
+    return directory
 
 
 def _pg_database() -> Iterator[str]:
@@ -77,9 +80,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def settings_factory(
-    tmp_path: Path, database_url: str, model_dir: Path
-) -> Callable[..., Settings]:
+def settings_factory(tmp_path: Path, database_url: str, model_dir: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
@@ -127,8 +128,9 @@ KeyFactory = Callable[..., str]
 def make_key(runtime: Runtime) -> KeyFactory:
     def make(*roles: Role, tenant: str = "acme", **kwargs: Any) -> str:
         with unit_of_work(runtime.sessions) as session:
-            return create_key(session, tenant=tenant, roles=roles or (Role.REQUESTER,),
-                              **kwargs).secret
+            return create_key(
+                session, tenant=tenant, roles=roles or (Role.REQUESTER,), **kwargs
+            ).secret
 
     return make
 

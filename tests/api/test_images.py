@@ -60,8 +60,11 @@ def test_unsafe_prompt_is_refused_before_any_model_runs(
     client: TestClient, make_key: KeyFactory
 ) -> None:
     key = make_key(Role.REQUESTER, Role.AUDITOR)
-    r = client.post("/v1/images/generations",
-                    json={**BODY, "prompt": "a n.a.k.3.d woman, full body"}, headers=auth(key))
+    r = client.post(
+        "/v1/images/generations",
+        json={**BODY, "prompt": "a n.a.k.3.d woman, full body"},
+        headers=auth(key),
+    )
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["code"] == "content_policy_violation"
@@ -78,8 +81,11 @@ def test_negative_prompt_naming_what_to_avoid_is_not_a_violation(
     client: TestClient, make_key: KeyFactory
 ) -> None:
     key = make_key()
-    r = client.post("/v1/images/generations",
-                    json={**BODY, "negative_prompt": "nude, gore, blood"}, headers=auth(key))
+    r = client.post(
+        "/v1/images/generations",
+        json={**BODY, "negative_prompt": "nude, gore, blood"},
+        headers=auth(key),
+    )
     assert r.status_code == 200, r.text
     neg = r.json()["governance"]["negative_prompt_assessment"]
     assert "sexual" in neg["flagged"] and neg["action"] == "allow"
@@ -88,8 +94,7 @@ def test_negative_prompt_naming_what_to_avoid_is_not_a_violation(
 def test_decision_record_of_an_allowed_request(client: TestClient, make_key: KeyFactory) -> None:
     requester = make_key(Role.REQUESTER)
     auditor = make_key(Role.AUDITOR)
-    r = client.post("/v1/images/generations", json={**BODY, "user": "u-1"},
-                    headers=auth(requester))
+    r = client.post("/v1/images/generations", json={**BODY, "user": "u-1"}, headers=auth(requester))
     decision_id = r.json()["governance"]["decision_id"]
     rec = client.get(f"/v1/audit/decisions/{decision_id}", headers=auth(auditor))
     assert rec.status_code == 200
@@ -129,23 +134,28 @@ def test_licence_that_does_not_allow_the_use_is_refused(
     assert err["reasons"][0]["clause"] == "§1(a)"
     assert err["decision_id"].startswith("dec_")
     # research is allowed by that licence, but its weights are not installed
-    r = client.post("/v1/images/generations",
-                    json={**body, "governance": {"intended_use": "research"}}, headers=auth(key))
+    r = client.post(
+        "/v1/images/generations",
+        json={**body, "governance": {"intended_use": "research"}},
+        headers=auth(key),
+    )
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "model_unavailable"
     assert "not installed" in r.json()["error"]["message"]
 
 
 def test_unknown_model_is_404(client: TestClient, make_key: KeyFactory) -> None:
-    r = client.post("/v1/images/generations", json={**BODY, "model": "nope/nope"},
-                    headers=auth(make_key()))
+    r = client.post(
+        "/v1/images/generations", json={**BODY, "model": "nope/nope"}, headers=auth(make_key())
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     assert r.json()["error"]["param"] == "model"
 
 
 def test_url_response_format_returns_data_urls(client: TestClient, make_key: KeyFactory) -> None:
-    r = client.post("/v1/images/generations", json={**BODY, "response_format": "url"},
-                    headers=auth(make_key()))
+    r = client.post(
+        "/v1/images/generations", json={**BODY, "response_format": "url"}, headers=auth(make_key())
+    )
     assert r.status_code == 200
     url = r.json()["data"][0]["url"]
     assert url.startswith("data:image/png;base64,")

@@ -1,0 +1,144 @@
+"""`gateway serve` as a real process: first start, then kill -9 mid-request and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gateway.db.engine import make_engine, make_session_factory
+from gateway.db.models import Decision
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            assert self.proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+def _decisions(url: str) -> list[Decision]:
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            return list(session.scalars(select(Decision)).all())
+    finally:
+        engine.dispose()
+
+
+def test_first_start_then_crash_leaves_no_decision_open(
+    tmp_path: Path, database_url: str, model_dir: Path
+) -> None:
+    data = tmp_path / "var"
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(data),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_MODEL_DIR": str(model_dir),
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = tmp_path / "serve.log"
+    server = Server(env, _free_port(), log)
+    try:
+        out = log.read_text()
+        key_file = data / "bootstrap-admin-key"
+        key = key_file.read_text().strip()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert key in out and "listening on http://127.0.0.1:" in out
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {
+            "model": "demo-tiny",
+            "prompt": "a slow lighthouse",
+            "size": "128x128",
+            "steps": 50,
+            "n": 4,
+        }
+        responses: list[int] = []
+
+        def call() -> None:
+            try:
+                r = httpx.post(
+                    f"{server.url}/v1/images/generations", json=body, headers=headers, timeout=120
+                )
+                responses.append(r.status_code)
+            except httpx.HTTPError:
+                responses.append(-1)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while not any(d.status == "open" for d in _decisions(database_url)):
+            assert time.monotonic() < deadline, "no decision was ever open"
+            time.sleep(0.05)
+        server.kill()
+        for t in threads:
+            t.join(30)
+    finally:
+        server.stop()
+    left_open = [d.id for d in _decisions(database_url) if d.status == "open"]
+    assert left_open, "the kill should have left at least one decision open"
+
+    restarted = Server(env, _free_port(), log)
+    try:
+        assert log.read_text().count("first start: created an admin API key") == 1
+        assert f"closed {len(left_open)} decision(s) left open as aborted" in log.read_text()
+        after = {d.id: d for d in _decisions(database_url)}
+        assert all(d.status == "closed" for d in after.values())
+        for decision_id in left_open:
+            assert after[decision_id].outcome == "aborted"
+        r = httpx.get(
+            f"{restarted.url}/v1/audit/decisions/{left_open[0]}",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 200 and r.json()["outcome"] == "aborted"
+    finally:
+        restarted.stop()
