@@ -85,7 +85,9 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     engine = make_engine(url)
     sessions = make_session_factory(engine)
     with unit_of_work(sessions) as session:
-        recovered = abort_open_decisions(session, "the gateway stopped before this decision closed")
+        recovered = abort_open_decisions(
+            session, settings.instance_id, "the gateway stopped before this decision closed"
+        )
     if recovered:
         log.warning("closed %d decision(s) left open by a crash as aborted", len(recovered))
     bundle = load_bundle(settings.policy_dir)

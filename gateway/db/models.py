@@ -41,6 +41,7 @@ class Decision(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     key_id: Mapped[str] = mapped_column(String(40))
+    instance_id: Mapped[str] = mapped_column(String(200))
     user: Mapped[str | None] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(16))  # open | closed
     outcome: Mapped[str | None] = mapped_column(String(40))
@@ -57,7 +58,7 @@ class Decision(Base):
 
     __table_args__ = (
         Index("ix_decisions_tenant_created", "tenant_id", "created_at"),
-        Index("ix_decisions_status", "status"),
+        Index("ix_decisions_status", "status", "instance_id"),
     )
 
 

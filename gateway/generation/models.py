@@ -42,7 +42,12 @@ class ModelManager:
                 path = source_path(entry, self._model_dir)
                 if not path.exists():
                     log.info("building %s into %s", model_id, path)
-                    build_demo_tiny(path)
+                    try:
+                        build_demo_tiny(path)
+                    except OSError as exc:
+                        self._unavailable[model_id] = f"could not build {model_id} at {path}: {exc}"
+                        log.warning("%s", self._unavailable[model_id])
+                        continue
             try:
                 self._loaded[model_id] = load_model(model_id, entry, self._model_dir)
                 log.info("model %s ready", model_id)

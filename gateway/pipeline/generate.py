@@ -99,6 +99,7 @@ class GenerationPipeline:
                 Opening(
                     tenant_id=principal.tenant_id,
                     key_id=principal.key_id,
+                    instance_id=rt.settings.instance_id,
                     user=req.user,
                     model_id=req.model,
                     licence_id=entry.licence,

@@ -63,10 +63,10 @@ class CompositeImageClassifier:
             scores[self.nsfw_category] = _clip01(p_nsfw)
             detectors[OpenNsfwDetector.name] = {"nsfw": p_nsfw}
         if result is not None and self.concepts is not None:
-            for concept in self.concepts.concepts:
-                sim = _clip01(result.similarities[concept.text])
-                scores[concept.category] = max(scores[concept.category], sim)
+            # Concepts act through ``fired`` (severity high); raw cosines are not on the
+            # same scale as the category thresholds, so they are reported, not scored.
             detectors[ClipConceptChecker.name] = {
+                "similarities": {k: round(v, 4) for k, v in result.similarities.items()},
                 "margins": dict(result.margins),
                 "special_care": list(result.special_care),
             }

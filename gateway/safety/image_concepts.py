@@ -121,7 +121,9 @@ class ClipConceptChecker:
         def evaluate(concept: Concept, cos: float) -> bool:
             score = round(cos - concept.threshold + adjustment, 3)
             margins[concept.category] = max(margins.get(concept.category, score), score)
-            if score > 0:
+            # As in SD's checker, a special-care concept only lowers the bar for the others;
+            # on its own it does not mark the image.
+            if score > 0 and not concept.special_care:
                 fired.setdefault(concept.category, []).append(concept.text)
             return score > 0
 

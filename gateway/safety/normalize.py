@@ -123,9 +123,7 @@ _LEET = str.maketrans(
 
 # "n u d e", "n.u.d.e", "n-u-d-e", "n_u_d_e", "n*u*d*e": 3+ single characters with separators.
 # The same separator must repeat, so "a n.u.d.e" joins only "n.u.d.e".
-_SPACED = re.compile(
-    r"(?<![\w@$!|])[\w@$!|]([ .\-_*·•/\\]+)(?:[\w@$!|]\1)+[\w@$!|](?![\w@$!|])"
-)
+_SPACED = re.compile(r"(?<![\w@$!|])[\w@$!|]([ .\-_*·•/\\]+)(?:[\w@$!|]\1)+[\w@$!|](?![\w@$!|])")
 _SEPARATORS = re.compile(r"[ .\-_*·•/\\]+")
 # A word that mixes letters with leet characters (so "1990" or "4k" stays as it is).
 _LEET_WORD = re.compile(r"[\w@$!|+€]*[a-z][\w@$!|+€]*|[\w@$!|+€]*[@$!|€][\w@$!|+€]*")

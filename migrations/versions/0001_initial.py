@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(40), primary_key=True),
         sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
         sa.Column("key_id", sa.String(40), nullable=False),
+        sa.Column("instance_id", sa.String(200), nullable=False),
         sa.Column("user", sa.String(256)),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("outcome", sa.String(40)),
@@ -78,7 +79,7 @@ def upgrade() -> None:
         sa.Column("record", sa.JSON),
     )
     op.create_index("ix_decisions_tenant_created", "decisions", ["tenant_id", "created_at"])
-    op.create_index("ix_decisions_status", "decisions", ["status"])
+    op.create_index("ix_decisions_status", "decisions", ["status", "instance_id"])
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer, primary_key=True),

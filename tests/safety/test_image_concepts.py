@@ -35,8 +35,8 @@ def test_forced_detection_fires_every_concept(tiny_clip_dir: Path) -> None:
     results = checker.check(_images())
     assert len(results) == 2
     for r in results:
+        # the special-care concept lowers the bar but does not mark the image by itself
         assert r.fired == {
-            "sexual/minors": ["a young child"],
             "violence": ["a violent scene", "a gory wound"],
             "hate": ["a hateful symbol"],
         }

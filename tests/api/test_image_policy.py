@@ -1,0 +1,117 @@
+"""Per-image policy through HTTP with the open_clip concept checker on a tiny CLIP model.
+
+Detection is forced through policy thresholds (a concept at -2.0 always fires), the way
+legal would tune them, so that block and quarantine are exercised end to end.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.auth.keys import create_key
+from gateway.db.engine import unit_of_work
+from gateway.domain import Role
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+from tests.conftest import REPO, auth
+from tests.tiny_clip import build_tiny_clip
+
+BODY = {"model": "demo-tiny", "prompt": "a quiet harbour", "size": "64x64", "steps": 2, "n": 2}
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def _policy(tmp_path: Path, concepts: str, violence_image_actions: str) -> Path:
+    folder = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", folder)
+    content = (folder / "content.yaml").read_text()
+    head, _, _ = content.partition("  concepts:\n")
+    content = head + "  concepts:\n" + concepts
+    old = "      image: {block_at: high, quarantine_at: medium}\n    terms: [gore"
+    assert old in content
+    content = content.replace(old, f"      image: {violence_image_actions}\n    terms: [gore")
+    (folder / "content.yaml").write_text(content)
+    return folder
+
+
+def _client(runtime: Runtime) -> tuple[TestClient, str]:
+    with unit_of_work(runtime.sessions) as session:
+        key = create_key(session, tenant="acme", roles=[Role.REQUESTER, Role.AUDITOR]).secret
+    return TestClient(create_app(runtime.settings, runtime)), key
+
+
+def test_fired_concept_blocks_every_image(
+    tmp_path: Path,
+    clip_dir: Path,
+    runtime_factory: Callable[..., Runtime],
+    settings_factory: Callable[..., Settings],
+) -> None:
+    policy = _policy(
+        tmp_path,
+        "    - {text: a bloody wound, category: violence, threshold: -2.0}\n",
+        "{block_at: high}",
+    )
+    runtime = runtime_factory(settings_factory(policy_dir=policy, clip_dir=clip_dir))
+    client, key = _client(runtime)
+    r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "output_filtered" and err["categories"] == ["violence"]
+    record = client.get(f"/v1/audit/decisions/{err['decision_id']}", headers=auth(key)).json()
+    assert record["outcome"] == "output_filtered"
+    assert [i["action"] for i in record["images"]] == ["block", "block"]
+    assert "image.concepts:a bloody wound" in record["images"][0]["assessment"]["matched_rules"]
+
+
+def test_quarantine_withholds_and_keeps_the_image(
+    tmp_path: Path,
+    clip_dir: Path,
+    runtime_factory: Callable[..., Runtime],
+    settings_factory: Callable[..., Settings],
+) -> None:
+    policy = _policy(
+        tmp_path,
+        "    - {text: a bloody wound, category: violence, threshold: -2.0}\n",
+        "{block_at: never, quarantine_at: low}",
+    )
+    settings = settings_factory(policy_dir=policy, clip_dir=clip_dir)
+    runtime = runtime_factory(settings)
+    client, key = _client(runtime)
+    r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
+    assert r.status_code == 400
+    decision_id = r.json()["error"]["decision_id"]
+    kept = sorted((settings.data_dir / "quarantine" / decision_id).iterdir())
+    assert [p.name for p in kept] == ["0.png", "1.png"]
+    record = client.get(f"/v1/audit/decisions/{decision_id}", headers=auth(key)).json()
+    assert [i["action"] for i in record["images"]] == ["quarantine", "quarantine"]
+
+
+def test_special_care_alone_does_not_block_but_lowers_the_bar(
+    tmp_path: Path,
+    clip_dir: Path,
+    runtime_factory: Callable[..., Runtime],
+    settings_factory: Callable[..., Settings],
+) -> None:
+    concepts = (
+        "    - {text: a photo of a child, category: sexual/minors, threshold: -2.0,"
+        " special_care: true}\n"
+        "    - {text: a bloody wound, category: violence, threshold: 2.0}\n"
+    )
+    policy = _policy(tmp_path, concepts, "{block_at: high}")
+    runtime = runtime_factory(settings_factory(policy_dir=policy, clip_dir=clip_dir))
+    client, key = _client(runtime)
+    r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
+    assert r.status_code == 200, r.text
+    images = r.json()["governance"]["images"]
+    detectors = images[0]["assessment"]["details"]["detectors"]["clip_concepts"]
+    assert detectors["special_care"] == ["a photo of a child"]
+    assert all(i["action"] == "allow" for i in images)
