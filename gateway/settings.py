@@ -20,7 +20,7 @@ def _default_policy_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Every knob an operator can turn. See docs/configuration.md."""
+    """Every knob an operator can turn. See docs/operators.md."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
