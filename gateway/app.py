@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import audit, health, images, models
+from gateway.api import audit, health, images, models, moderations
 from gateway.api.errors import install_error_handlers
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
@@ -33,6 +33,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (health.router, images.router, models.router, audit.router):
+    for router in (
+        health.router,
+        images.router,
+        moderations.router,
+        models.router,
+        audit.router,
+    ):
         app.include_router(router)
     return app

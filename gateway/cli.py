@@ -123,6 +123,59 @@ def keys_create(
     typer.echo(created.secret)
 
 
+@app.command()
+def moderate(
+    input_csv: Annotated[
+        Path, typer.Argument(help="CSV file with a header row.", exists=True, dir_okay=False)
+    ],
+    column: Annotated[str, typer.Option(help="Column holding the text.")] = "prompt",
+    output: Annotated[Path | None, typer.Option(help="JSON Lines file (default: stdout).")] = None,
+) -> None:
+    """Moderate every row of a CSV column: one JSON object per row, in input order."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gateway.moderate_file import moderate_csv
+    from gateway.policy.bundle import load_bundle
+    from gateway.runtime import build_prompt_classifier
+    from gateway.safety.text_encoder import MiniLMEncoder
+
+    settings = _settings()
+    bundle = load_bundle(settings.policy_dir)
+    classifier = build_prompt_classifier(bundle, MiniLMEncoder(settings.prompt_encoder_dir))
+    with input_csv.open(newline="", encoding="utf-8") as fh:
+        total = max(sum(1 for _ in fh) - 1, 0)  # rows, roughly (quoted newlines count twice)
+    out = output.open("w", encoding="utf-8") if output else sys.stdout
+    progress = Progress(
+        TextColumn("moderating"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        disable=not sys.stderr.isatty(),
+        transient=False,
+        console=Console(stderr=True),
+    )
+    try:
+        with progress:
+            task = progress.add_task("rows", total=total)
+            count = moderate_csv(
+                input_csv,
+                column,
+                out,
+                classifier,
+                bundle.content,
+                progress=lambda n: progress.advance(task, n),
+            )
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--column") from None
+    finally:
+        if output:
+            out.close()
+    typer.echo(f"moderated {count} rows", err=True)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations."""

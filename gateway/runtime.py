@@ -60,6 +60,10 @@ def load_models(settings: Settings) -> Models:
     return Models(encoder=encoder, nsfw=nsfw)
 
 
+def build_prompt_classifier(bundle: PolicyBundle, encoder: TextEncoder) -> PromptClassifier:
+    return PolicyPromptClassifier(encoder, bundle.content)
+
+
 def build_image_classifier(
     settings: Settings, bundle: PolicyBundle, nsfw: OpenNsfwDetector | None
 ) -> ImageClassifier:
@@ -106,7 +110,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "sessions": sessions,
         "bundle": bundle,
         "encoder": models.encoder,
-        "prompt_classifier": PolicyPromptClassifier(models.encoder, bundle.content),
+        "prompt_classifier": build_prompt_classifier(bundle, models.encoder),
         "image_classifier": build_image_classifier(settings, bundle, models.nsfw),
         "models": manager,
         "worker": worker,

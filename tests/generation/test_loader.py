@@ -51,7 +51,7 @@ def test_modified_weight_file_is_refused_naming_it(pipeline_copy: Path) -> None:
     pins = hash_weight_files(pipeline_copy)
     weights = pipeline_copy / "vae" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
-    with pytest.raises(ModelUnavailable, match="vae/diffusion_pytorch_model.safetensors"):
+    with pytest.raises(ModelUnavailable, match=r"vae/diffusion_pytorch_model\.safetensors"):
         check_weights("copy", _entry("copy", pins), pipeline_copy.parent)
 
 
@@ -108,6 +108,6 @@ def test_demo_tiny_manifest_is_checked(model_dir: Path, tmp_path: Path) -> None:
     manifest = json.loads((copy / MANIFEST_NAME).read_text())
     manifest["files"]["unet/diffusion_pytorch_model.safetensors"] = "f" * 64
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(ModelUnavailable, match="unet/diffusion_pytorch_model.safetensors"):
+    with pytest.raises(ModelUnavailable, match=r"unet/diffusion_pytorch_model\.safetensors"):
         check_weights("demo-tiny", entry, tmp_path)
     assert len(digest) == 64

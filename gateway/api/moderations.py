@@ -1,0 +1,124 @@
+"""POST /v1/moderations: OpenAI-compatible moderation of text and images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.deps import Requester, RuntimeDep
+from gateway.api.schemas import ErrorBody
+from gateway.errors import GatewayError
+from gateway.pipeline.moderation import moderate_images, moderate_texts
+from gateway.pipeline.stages import StageFailure, run_stage
+
+router = APIRouter(tags=["moderations"])
+
+MAX_ITEMS = 256
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+Text = Annotated[str, Field(max_length=32_000)]
+
+
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    url: str = Field(max_length=30_000_000)
+
+
+class ImagePart(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["text"]
+    text: Text
+
+
+class ModerationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    input: Text | list[Text] | list[TextPart | ImagePart] = Field(
+        description="a string, a list of strings, or OpenAI's list of text / image_url parts"
+    )
+    model: str | None = Field(default=None, max_length=200, description="accepted, ignored")
+
+
+def _decode_image(url: str, index: int) -> Image.Image:
+    param = f"input.{index}.image_url.url"
+    head, sep, data = url.partition(",")
+    if not (sep and head.startswith("data:image/") and head.endswith(";base64")):
+        raise GatewayError(
+            422,
+            "invalid_image",
+            "only data:image/...;base64 URLs are accepted "
+            "(the gateway fetches nothing from the network)",
+            param=param,
+        )
+    try:
+        raw = base64.b64decode(data, validate=True)
+        if len(raw) > MAX_IMAGE_BYTES:
+            raise GatewayError(422, "invalid_image", "image is larger than 20 MB", param=param)
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
+        raise GatewayError(
+            422, "invalid_image", f"not a decodable image: {exc}", param=param
+        ) from exc
+    return image.convert("RGB")
+
+
+@router.post("/v1/moderations", responses={c: {"model": ErrorBody} for c in (401, 403, 422, 503)})
+def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep) -> dict[str, Any]:
+    items = body.input if isinstance(body.input, list) else [body.input]
+    if not items or len(items) > MAX_ITEMS:
+        raise GatewayError(
+            422, "invalid_request", f"input must hold 1 to {MAX_ITEMS} items", param="input"
+        )
+    texts: list[tuple[int, str]] = []
+    images: list[tuple[int, Image.Image]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            texts.append((i, item))
+        elif isinstance(item, TextPart):
+            texts.append((i, item.text))
+        else:
+            images.append((i, _decode_image(item.image_url.url, i)))
+    policy = runtime.bundle.content
+    timeout = runtime.settings.stage_timeout_s
+    results: list[dict[str, Any]] = [{} for _ in items]
+    try:
+        if texts:
+            out = run_stage(
+                runtime.executor,
+                "prompt_classifier",
+                lambda: moderate_texts(runtime.prompt_classifier, policy, [t for _, t in texts]),
+                timeout,
+            )
+            for (i, _), result in zip(texts, out, strict=True):
+                results[i] = {**result, "category_applied_input_types": {"text": True}}
+        if images:
+            out = run_stage(
+                runtime.executor,
+                "image_classifier",
+                lambda: moderate_images(runtime.image_classifier, policy, [im for _, im in images]),
+                timeout,
+            )
+            for (i, _), result in zip(images, out, strict=True):
+                results[i] = {**result, "category_applied_input_types": {"image": True}}
+    except StageFailure as failure:
+        raise GatewayError(
+            503, "safety_system_unavailable", f"the {failure.stage} stage failed: {failure.message}"
+        ) from failure
+    return {
+        "id": "modr-" + uuid.uuid4().hex,
+        "model": "gateway-moderation",
+        "policy_version": runtime.bundle.version,
+        "results": results,
+    }
