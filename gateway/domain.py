@@ -141,6 +141,20 @@ class LicenceDecision:
     reasons: list[LicenceReason]
     rights: dict[str, Any]
     facts_used: dict[str, Any]
+    obligations: list[dict[str, Any]] = field(default_factory=list)
+    chain: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "licence": self.licence,
+            "intended_use": self.intended_use,
+            "reasons": [r.to_json() for r in self.reasons],
+            "rights": self.rights,
+            "obligations": self.obligations,
+            "facts_used": self.facts_used,
+            "model_chain": self.chain,
+        }
 
     @property
     def allowed(self) -> bool:

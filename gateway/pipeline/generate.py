@@ -24,7 +24,7 @@ from gateway.generation.worker import QueueFull
 from gateway.pipeline.request import DeliveredImage, GenerationRequest, GenerationResult
 from gateway.pipeline.stages import StageFailure, run_stage, wait_for
 from gateway.policy.content import judge_image, judge_text
-from gateway.policy.licence import evaluate_licence
+from gateway.policy.evaluate import evaluate_model
 from gateway.policy.schema import ModelEntry
 from gateway.provenance import Provenance, encode_png, sha256_hex
 from gateway.runtime import Runtime
@@ -152,8 +152,7 @@ class GenerationPipeline:
         timeout = rt.settings.stage_timeout_s
 
         # 1. licence × intended use × tenant facts
-        licence = bundle.licences[entry.licence]
-        verdict = evaluate_licence(licence, use, principal.tenant_facts)
+        verdict = evaluate_model(bundle, req.model, use, principal.tenant_facts)
         record["licence"] = _licence_json(verdict)
         record["rights"] = verdict.rights
         if not verdict.allowed:
@@ -162,7 +161,8 @@ class GenerationPipeline:
                 GatewayError(
                     403,
                     "licence_policy_violation",
-                    f"licence {licence.name} does not permit intended use {use!r} for {req.model}",
+                    f"the licence terms of {req.model} do not permit intended use {use!r}: "
+                    + verdict.reasons[0].message,
                     param="governance.intended_use",
                     extra={"reasons": [r.to_json() for r in verdict.reasons]},
                 ),
@@ -335,13 +335,10 @@ class GenerationPipeline:
 
 
 def _licence_json(verdict: LicenceDecision) -> dict[str, Any]:
-    return {
-        "id": verdict.licence,
-        "decision": verdict.decision,
-        "intended_use": verdict.intended_use,
-        "facts_used": verdict.facts_used,
-        "reasons": [r.to_json() for r in verdict.reasons],
-    }
+    out = verdict.to_json()
+    out.pop("rights")
+    out["id"] = out.pop("licence")
+    return out
 
 
 def _ms(t0: float) -> float:

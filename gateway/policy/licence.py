@@ -80,10 +80,11 @@ def rights_of(licence: Licence) -> dict[str, Any]:
         "attribution": r.attribution,
         "may_train_other_models": r.may_train_other_models,
         "derivatives_inherit_restrictions": r.derivatives_inherit_restrictions,
-        "use_restrictions": list(r.use_restrictions),
+        "use_restrictions": [u.model_dump(exclude_none=True) for u in r.use_restrictions],
         "ownership": r.ownership,
         "ai_disclosure": r.ai_disclosure,
         "licence": {"id": licence.id, "spdx": licence.spdx, "clause": r.clause},
+        **({"legal_flag": r.legal_flag} if r.legal_flag else {}),
     }
 
 

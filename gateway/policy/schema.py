@@ -122,16 +122,46 @@ class UsePermission(Strict):
     clause: str | None = None
     any_of: list[list[str]] = Field(default_factory=list)
     note: str | None = None
+    legal_flag: str | None = Field(
+        default=None, description="where the text is ambiguous: the reading chosen, and why"
+    )
+
+
+AppliesTo = Literal["model", "derivatives", "outputs"]
+_ALL_TARGETS: tuple[AppliesTo, ...] = ("model", "derivatives", "outputs")
+
+
+class UseRestriction(Strict):
+    ref: str
+    clause: str | None = None
+    url: str | None = None
+    items: list[str] = Field(default_factory=list)
+    applies_to: list[AppliesTo] = Field(default_factory=lambda: list(_ALL_TARGETS))
+    note: str | None = None
 
 
 class OutputRights(Strict):
-    ownership: str
+    ownership: Literal["licensee", "licensor_claims_none", "not_stated"]
     commercial_use: Status
     attribution: str | None = None
     may_train_other_models: bool
     derivatives_inherit_restrictions: bool
-    use_restrictions: list[dict[str, Any]] = Field(default_factory=list)
-    ai_disclosure: str = "law_dependent"
+    use_restrictions: list[UseRestriction] = Field(default_factory=list)
+    ai_disclosure: Literal["required", "law_dependent", "not_required"] = "law_dependent"
+    clause: str | None = None
+    legal_flag: str | None = None
+
+
+class Obligation(Strict):
+    id: str
+    text: str
+    when: Literal["always", "distribute", "hosted_service", "commercial"] = "always"
+    clause: str | None = None
+
+
+class DerivativeRules(Strict):
+    carry_licence: bool
+    carry_use_restrictions: bool
     clause: str | None = None
 
 
@@ -141,10 +171,14 @@ class Licence(Strict):
     name: str
     spdx: str
     url: str | None = None
+    text_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    review: dict[str, Any] = Field(default_factory=dict)
     legal_notes: list[str] = Field(default_factory=list)
     conditions: dict[str, Condition] = Field(default_factory=dict)
     use_purposes: dict[str, UsePermission]
     output_rights: OutputRights
+    obligations: list[Obligation] = Field(default_factory=list)
+    derivatives: DerivativeRules | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Licence:
@@ -160,7 +194,7 @@ class Licence(Strict):
 
 
 class ModelSource(Strict):
-    kind: Literal["demo_tiny", "pipeline_dir", "single_file"]
+    kind: Literal["demo_tiny", "pipeline_dir", "single_file", "lora"]
     path: str
     pipeline_class: str | None = None
     config: str | None = Field(default=None, description="diffusers config dir for single_file")
@@ -187,6 +221,12 @@ class MemoryOptions(Strict):
 
 class ModelEntry(Strict):
     licence: str
+    base: str | None = Field(
+        default=None, description="the model this one derives from (fine-tune, LoRA adapter)"
+    )
+    use_restrictions: list[UseRestriction] = Field(
+        default_factory=list, description="the derivative's own, e.g. rights in training images"
+    )
     description: str = ""
     source: ModelSource
     pins: dict[str, str] | Literal["manifest"] = Field(default_factory=dict)
@@ -216,6 +256,56 @@ class ModelEntry(Strict):
 class ModelRegistry(Strict):
     schema_version: Literal[1]
     models: dict[str, ModelEntry]
+
+    @model_validator(mode="after")
+    def _bases(self) -> ModelRegistry:
+        for model_id, entry in self.models.items():
+            if entry.source.kind == "lora" and entry.base is None:
+                raise ValueError(f"{model_id}: a lora model needs a base")
+            seen = [model_id]
+            current = entry
+            while current.base is not None:
+                if current.base not in self.models:
+                    raise ValueError(f"{seen[-1]}: base {current.base!r} is not registered")
+                if current.base in seen:
+                    raise ValueError(f"{model_id}: base chain loops: {' -> '.join(seen)}")
+                seen.append(current.base)
+                current = self.models[current.base]
+        return self
+
+    def chain(self, model_id: str) -> list[str]:
+        """The model, then its base, its base's base, ... (validated acyclic)."""
+        out = [model_id]
+        while (base := self.models[out[-1]].base) is not None:
+            out.append(base)
+        return out
+
+
+class PolicyTestExpect(Strict):
+    decision: Literal["allow", "deny"]
+    reasons: list[str] = Field(default_factory=list, description="reason codes that must appear")
+    clauses: list[str] = Field(default_factory=list, description="clauses that must be cited")
+    rights: dict[str, Any] = Field(default_factory=dict, description="fields that must match")
+
+
+class PolicyTestCase(Strict):
+    name: str
+    model: str
+    intended_use: str
+    facts: dict[str, Any] = Field(default_factory=dict)
+    expect: PolicyTestExpect
+
+    @field_validator("intended_use")
+    @classmethod
+    def _use(cls, v: str) -> str:
+        if v not in INTENDED_USES:
+            raise ValueError(f"unknown intended use {v!r}")
+        return v
+
+
+class PolicyTests(Strict):
+    schema_version: Literal[1]
+    cases: list[PolicyTestCase]
 
 
 class UseEntry(Strict):

@@ -1,0 +1,25 @@
+"""The ``gateway`` command: serve, moderate, keys, tenants, models, policy, db."""
+
+from __future__ import annotations
+
+import typer
+
+from gateway.cli.keys import keys_app, tenants_app
+from gateway.cli.models import models_app
+from gateway.cli.policy import db_app, policy_app
+from gateway.cli.serve import moderate, serve
+
+app = typer.Typer(
+    help="Governed text-to-image gateway.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+app.command()(serve)
+app.command()(moderate)
+app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(models_app, name="models")
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,47 @@
+"""Helpers shared by the command groups: settings, a database unit of work, facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+def load_settings() -> Settings:
+    return Settings()
+
+
+@contextmanager
+def open_database(settings: Settings) -> Iterator[Session]:
+    """A unit of work on the configured database (migrated first)."""
+    from gateway.db.engine import make_engine, make_session_factory, unit_of_work
+    from gateway.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, settings.migrations_dir)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def parse_facts(assignments: list[str] | None) -> dict[str, Any]:
+    from gateway.auth.tenants import parse_fact
+
+    try:
+        return dict(parse_fact(a) for a in assignments or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fact") from None
+
+
+def key_pepper(settings: Settings) -> str:
+    return settings.key_pepper.get_secret_value() if settings.key_pepper else ""
