@@ -9,6 +9,7 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    409: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "server_error",

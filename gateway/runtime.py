@@ -16,6 +16,7 @@ from gateway.db.migrate import upgrade
 from gateway.generation.models import ModelManager
 from gateway.generation.worker import GenerationWorker
 from gateway.policy.bundle import PolicyBundle, load_bundle
+from gateway.policy.policy_tests import CaseResult, run_policy_tests
 from gateway.safety.image_classifier import CompositeImageClassifier, ImageClassifier
 from gateway.safety.image_concepts import ClipConceptChecker, Concept
 from gateway.safety.image_nsfw import OpenNsfwDetector
@@ -24,6 +25,17 @@ from gateway.safety.text_encoder import MiniLMEncoder
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class PolicyTestsFailed(Exception):
+    """The bundle's own policy tests fail, so it cannot be activated."""
+
+    def __init__(self, failed: list[CaseResult]) -> None:
+        self.failed = failed
+        lines = [f"  {r.file}: {r.name}: {'; '.join(r.failures)}" for r in failed]
+        super().__init__(
+            "the policy bundle's tests fail; refusing to activate it:\n" + "\n".join(lines)
+        )
 
 
 @dataclass
@@ -95,6 +107,9 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     if recovered:
         log.warning("closed %d decision(s) left open by a crash as aborted", len(recovered))
     bundle = load_bundle(settings.policy_dir)
+    failed = [r for r in run_policy_tests(bundle) if not r.passed]
+    if failed:
+        raise PolicyTestsFailed(failed)
     models = models or load_models(settings)
     manager = ModelManager(bundle.models, settings.resolved_model_dir)
     manager.prepare()

@@ -1,0 +1,99 @@
+"""/v1/admin: tenants (with their facts) and API keys. Admin role only."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.deps import Admin, RuntimeDep
+from gateway.api.schemas import IntendedUse
+from gateway.auth.keys import create_key
+from gateway.auth.tenants import (
+    TenantExists,
+    TenantNotFound,
+    create_tenant,
+    list_tenants,
+    set_facts,
+    tenant_json,
+)
+from gateway.db.engine import unit_of_work
+from gateway.domain import Role
+from gateway.errors import GatewayError
+
+router = APIRouter(tags=["admin"])
+
+Fact = str | int | float | bool | None
+RoleName = Literal["requester", "legal_editor", "legal_approver", "auditor", "admin"]
+
+
+class TenantBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=200)
+    facts: dict[str, Fact] = Field(default_factory=dict)
+
+
+class FactsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    facts: dict[str, Fact] = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list)
+
+
+class KeyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tenant: str = Field(min_length=1, max_length=200)
+    roles: list[RoleName] = Field(min_length=1)
+    label: str | None = Field(default=None, max_length=200)
+    default_intended_use: IntendedUse | None = None
+    allowed_uses: list[IntendedUse] | None = None
+
+
+@router.get("/v1/admin/tenants")
+def get_tenants(_: Admin, runtime: RuntimeDep) -> dict[str, Any]:
+    with unit_of_work(runtime.sessions) as session:
+        return {"object": "list", "data": [tenant_json(t) for t in list_tenants(session)]}
+
+
+@router.post("/v1/admin/tenants", status_code=201)
+def post_tenant(body: TenantBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            return tenant_json(create_tenant(session, body.name, dict(body.facts)))
+    except TenantExists:
+        raise GatewayError(
+            409, "tenant_exists", f"tenant {body.name!r} exists", param="name"
+        ) from None
+
+
+@router.patch("/v1/admin/tenants/{name}")
+def patch_tenant(name: str, body: FactsBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            return tenant_json(set_facts(session, name, dict(body.facts), body.unset))
+    except TenantNotFound:
+        raise GatewayError(404, "tenant_not_found", f"no tenant {name!r}", param="name") from None
+
+
+@router.post("/v1/admin/keys", status_code=201)
+def post_key(body: KeyBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
+    pepper = runtime.settings.key_pepper.get_secret_value() if runtime.settings.key_pepper else ""
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            created = create_key(
+                session,
+                tenant=body.tenant,
+                roles=[Role(r) for r in body.roles],
+                pepper=pepper,
+                label=body.label,
+                default_intended_use=body.default_intended_use,
+                allowed_uses=list(body.allowed_uses) if body.allowed_uses else None,
+            )
+    except ValueError as exc:
+        raise GatewayError(422, "invalid_request", str(exc), param="allowed_uses") from None
+    return {
+        "id": created.key_id,
+        "tenant_id": created.tenant_id,
+        "key": created.secret,
+        "roles": sorted(set(body.roles)),
+    }
