@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import admin, audit, health, images, models, moderations, policy
+from gateway.api import admin, audit, audit_trail, health, images, models, moderations, policy
 from gateway.api.errors import install_error_handlers
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
@@ -39,6 +39,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         moderations.router,
         models.router,
         audit.router,
+        audit_trail.router,
         policy.router,
         admin.router,
     ):

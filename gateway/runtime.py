@@ -11,6 +11,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.decisions import abort_open_decisions
+from gateway.audit.events import AuditLog
+from gateway.audit.signing import load_or_create_signer
 from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
 from gateway.generation.models import ModelManager
@@ -43,6 +45,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    audit: AuditLog
     bundle: PolicyBundle
     encoder: TextEncoder
     prompt_classifier: PromptClassifier
@@ -100,9 +103,14 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     upgrade(url, settings.migrations_dir)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
+    signer = load_or_create_signer(
+        settings.data_dir,
+        settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None,
+    )
+    audit = AuditLog(signer, settings.checkpoint_every)
     with unit_of_work(sessions) as session:
         recovered = abort_open_decisions(
-            session, settings.instance_id, "the gateway stopped before this decision closed"
+            session, audit, settings.instance_id, "the gateway stopped before this decision closed"
         )
     if recovered:
         log.warning("closed %d decision(s) left open by a crash as aborted", len(recovered))
@@ -123,6 +131,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "settings": settings,
         "engine": engine,
         "sessions": sessions,
+        "audit": audit,
         "bundle": bundle,
         "encoder": models.encoder,
         "prompt_classifier": build_prompt_classifier(bundle, models.encoder),

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=2, ge=1)
     torch_threads: int | None = Field(default=None, ge=1)
     bootstrap_admin: bool = Field(default=True, description="Create an admin key on first start")
+    audit_signing_key: SecretStr | None = Field(
+        default=None, description="base64 Ed25519 seed; default <data_dir>/audit-signing-key"
+    )
+    checkpoint_every: int = Field(default=1000, ge=0, description="0: only on demand")
     key_pepper: SecretStr | None = Field(
         default=None, description="Optional secret mixed into API key hashes"
     )

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit.events import append_event
+from gateway.audit.events import AuditLog
+from gateway.audit.personal import commit_personal
 from gateway.db.models import Decision
 
 OUTCOMES = (
@@ -51,7 +52,16 @@ def new_decision_id() -> str:
     return "dec_" + uuid.uuid4().hex
 
 
-def open_decision(session: Session, opening: Opening) -> Decision:
+RECEIVED_PERSONAL = ("request.prompt", "request.negative_prompt", "request.user", "user")
+DECIDED_PERSONAL = (
+    "record.prompt.text",
+    "record.prompt.normalised",
+    "record.negative_prompt.text",
+    "record.negative_prompt.normalised",
+)
+
+
+def open_decision(session: Session, log: AuditLog, opening: Opening) -> Decision:
     decision = Decision(
         id=new_decision_id(),
         tenant_id=opening.tenant_id,
@@ -68,17 +78,18 @@ def open_decision(session: Session, opening: Opening) -> Decision:
     )
     session.add(decision)
     session.flush()
-    append_event(
+    body = {
+        "request": opening.request,
+        "model_id": opening.model_id,
+        "key_id": opening.key_id,
+        "user": opening.user,
+        "intended_use": opening.intended_use,
+        "policy_version": opening.policy_version,
+    }
+    log.append(
         session,
         "received",
-        {
-            "request": opening.request,
-            "model_id": opening.model_id,
-            "key_id": opening.key_id,
-            "user": opening.user,
-            "intended_use": opening.intended_use,
-            "policy_version": opening.policy_version,
-        },
+        commit_personal(session, decision.id, "received", body, RECEIVED_PERSONAL),
         decision_id=decision.id,
         tenant_id=opening.tenant_id,
     )
@@ -87,6 +98,7 @@ def open_decision(session: Session, opening: Opening) -> Decision:
 
 def close_decision(
     session: Session,
+    log: AuditLog,
     decision_id: str,
     *,
     outcome: str,
@@ -107,15 +119,17 @@ def close_decision(
     decision.error_code = error_code
     decision.closed_at = datetime.now(UTC)
     decision.record = record
-    append_event(
+    decision.categories = _categories(record)
+    body = {
+        "outcome": outcome,
+        "http_status": http_status,
+        "error_code": error_code,
+        "record": record,
+    }
+    log.append(
         session,
         "decided",
-        {
-            "outcome": outcome,
-            "http_status": http_status,
-            "error_code": error_code,
-            "record": record,
-        },
+        commit_personal(session, decision.id, "decided", body, DECIDED_PERSONAL),
         decision_id=decision.id,
         tenant_id=decision.tenant_id,
     )
@@ -123,7 +137,18 @@ def close_decision(
     return decision
 
 
-def abort_open_decisions(session: Session, instance_id: str, reason: str) -> list[str]:
+def _categories(record: dict[str, Any]) -> str:
+    """ ",a,b," of every category that flagged on the prompt or an image (for search)."""
+    found: set[str] = set()
+    found.update(record.get("prompt", {}).get("assessment", {}).get("flagged", []))
+    for image in record.get("images", []):
+        found.update(image.get("assessment", {}).get("flagged", []))
+    return "," + ",".join(sorted(found)) + "," if found else ""
+
+
+def abort_open_decisions(
+    session: Session, log: AuditLog, instance_id: str, reason: str
+) -> list[str]:
     """Close this instance's decisions left open by a crash as ``aborted``; return their ids.
 
     Other replicas sharing the database keep theirs: they may still be running.
@@ -134,6 +159,7 @@ def abort_open_decisions(session: Session, instance_id: str, reason: str) -> lis
     for decision_id in open_ids:
         close_decision(
             session,
+            log,
             decision_id,
             outcome="aborted",
             http_status=0,

@@ -55,6 +55,9 @@ class Decision(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # ",cat1,cat2," of the categories that flagged (prompt or images), for search
+    categories: Mapped[str] = mapped_column(String(200), default="")
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_decisions_tenant_created", "tenant_id", "created_at"),
@@ -69,6 +72,7 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     chain_hash: Mapped[str] = mapped_column(String(64))
+    frontier: Mapped[str] = mapped_column(Text, default="[]")  # Merkle frontier (JSON)
 
 
 class AuditEvent(Base):
@@ -83,3 +87,30 @@ class AuditEvent(Base):
     payload: Mapped[str] = mapped_column(Text)  # canonical JSON, the hashed bytes
     prev_hash: Mapped[str] = mapped_column(String(64))
     chain_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the trail's size, chain head and Merkle root (append-only)."""
+
+    __tablename__ = "audit_checkpoints"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    chain_head: Mapped[str] = mapped_column(String(64))
+    merkle_root: Mapped[str] = mapped_column(String(64))
+    frontier: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PersonalData(Base):
+    """Prompt texts and user ids, outside the hashed events; the events hold salted HMACs.
+
+    Deleting a row (erasure) leaves the chain verifiable.
+    """
+
+    __tablename__ = "personal_data"
+    decision_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    field: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str] = mapped_column(String(64))

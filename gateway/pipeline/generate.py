@@ -96,6 +96,7 @@ class GenerationPipeline:
         with unit_of_work(rt.sessions) as session:
             decision_id = open_decision(
                 session,
+                rt.audit,
                 Opening(
                     tenant_id=principal.tenant_id,
                     key_id=principal.key_id,
@@ -326,6 +327,7 @@ class GenerationPipeline:
         with unit_of_work(self._rt.sessions) as session:
             close_decision(
                 session,
+                self._rt.audit,
                 decision_id,
                 outcome=outcome,
                 http_status=status,

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from gateway.audit.events import append_event, chain_hash
+from gateway.audit.events import chain_hash
 from gateway.db.engine import unit_of_work
 from gateway.db.models import AuditEvent
 from gateway.runtime import Runtime
@@ -22,7 +22,7 @@ def test_events_chain_and_stay_gapless_under_concurrent_writers(runtime: Runtime
         try:
             for i in range(10):
                 with unit_of_work(runtime.sessions) as session:
-                    append_event(session, "test", {"writer": n, "i": i})
+                    runtime.audit.append(session, "test", {"writer": n, "i": i})
         except BaseException as exc:
             errors.append(exc)
 
@@ -48,7 +48,7 @@ def test_events_chain_and_stay_gapless_under_concurrent_writers(runtime: Runtime
 )
 def test_database_refuses_to_rewrite_the_trail(runtime: Runtime, statement: str) -> None:
     with unit_of_work(runtime.sessions) as session:
-        append_event(session, "test", {"x": 1})
+        runtime.audit.append(session, "test", {"x": 1})
     with pytest.raises(DBAPIError, match="append-only"), unit_of_work(runtime.sessions) as session:
         session.execute(text(statement))
     with runtime.sessions() as session:

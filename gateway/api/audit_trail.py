@@ -1,0 +1,30 @@
+"""GET /v1/audit/verify and POST /v1/audit/checkpoints: the trail's integrity, for auditors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from gateway.api.deps import Admin, Auditor, RuntimeDep
+from gateway.audit.events import checkpoint_json
+from gateway.audit.verify import verify_trail
+from gateway.db.engine import unit_of_work
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/v1/audit/verify")
+def verify(_: Auditor, runtime: RuntimeDep, from_last_checkpoint: bool = False) -> dict[str, Any]:
+    with unit_of_work(runtime.sessions) as session:
+        report = verify_trail(
+            session, runtime.audit.signer.public_key_b64, from_last_checkpoint=from_last_checkpoint
+        )
+    return {**report.to_json(), "public_key": runtime.audit.signer.public_key_b64}
+
+
+@router.post("/v1/audit/checkpoints")
+def checkpoint(_: Admin, runtime: RuntimeDep) -> dict[str, Any]:
+    with unit_of_work(runtime.sessions) as session:
+        made = runtime.audit.checkpoint(session)
+        return {"created": made is not None, **(checkpoint_json(made) if made else {})}

@@ -1,0 +1,43 @@
+"""Personal data (prompt texts, user ids) kept outside the hashed audit bytes.
+
+An event stores, in place of each personal value, ``{"hmac": HMAC-SHA256(salt, value)}``;
+the value and its salt live in ``personal_data``. Deleting those rows erases the person's
+data and leaves the chain verifiable (the commitment no longer opens to anything).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import os
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gateway.db.models import PersonalData
+
+
+def commitment(salt_hex: str, value: str) -> str:
+    return hmac.new(bytes.fromhex(salt_hex), value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def commit_personal(
+    session: Session, decision_id: str, prefix: str, body: dict[str, Any], paths: tuple[str, ...]
+) -> dict[str, Any]:
+    """Copy of ``body`` with the string at each dotted path replaced by its commitment."""
+    out = copy.deepcopy(body)
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(leaf), str):
+            continue
+        value: str = node[leaf]
+        salt = os.urandom(16).hex()
+        session.add(
+            PersonalData(decision_id=decision_id, field=f"{prefix}.{path}", value=value, salt=salt)
+        )
+        node[leaf] = {"hmac": commitment(salt, value)}
+    return out

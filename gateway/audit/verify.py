@@ -1,0 +1,204 @@
+"""Verifying the audit trail: recompute everything and name the first sequence that fails.
+
+From the start (genesis) or from the last signed checkpoint: every event's sequence must be
+contiguous, its stored ``prev_hash`` must be the previous chain hash, its chain hash must
+recompute from its own bytes, the sequence inside its payload must be its own, and at each
+checkpoint the recomputed chain head and Merkle root must equal the signed ones. Signatures
+are checked with the public key; sizes only grow; the trail must not end below a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.audit.events import chain_hash, checkpoint_json, checkpoint_note, leaf_hash
+from gateway.audit.merkle import Frontier
+from gateway.audit.signing import key_id_of, verify_signature
+from gateway.db.models import AuditCheckpoint, AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+_SEQ = re.compile(r'"seq":(\d+)')
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    size: int
+    events_checked: int
+    checkpoints_checked: int
+    started_at: int  # 0 = genesis, else the trusted checkpoint's size
+    checkpoint: dict[str, Any] | None  # the last checkpoint the trail was checked against
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.ok:
+            anchor = (
+                (
+                    f"checkpoint {self.checkpoint['size']} (root "
+                    f"{self.checkpoint['merkle_root'][:16]}…)"
+                )
+                if self.checkpoint
+                else "none"
+            )
+            return (
+                f"audit trail intact: {self.size} events, {self.events_checked} checked from "
+                f"{'genesis' if self.started_at == 0 else f'checkpoint {self.started_at}'}, "
+                f"{self.checkpoints_checked} signed checkpoints verified, last: {anchor}"
+            )
+        return f"audit trail BROKEN at seq {self.first_bad_seq}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary,
+            "size": self.size,
+            "events_checked": self.events_checked,
+            "checkpoints_checked": self.checkpoints_checked,
+            "started_at": self.started_at,
+            "checkpoint": self.checkpoint,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": self.reason,
+        }
+
+
+class _Broken(Exception):
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(reason)
+        self.seq = seq
+        self.reason = reason
+
+
+def verify_trail(
+    session: Session,
+    public_key_b64: str,
+    *,
+    from_last_checkpoint: bool = False,
+    batch: int = 5000,
+) -> VerifyReport:
+    checkpoints = list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)))
+    head = session.get(AuditHead, 1)
+    size = head.seq if head else 0
+    state = _State(checkpoints)
+    try:
+        _check_signatures(checkpoints, public_key_b64)
+        if from_last_checkpoint and checkpoints:
+            state.start_from(checkpoints[-1])
+        _walk(session, state, batch)
+        last = state.next_seq - 1
+        if checkpoints and last < checkpoints[-1].size:
+            raise _Broken(
+                last + 1,
+                f"trail truncated: it ends at seq {last} but checkpoint "
+                f"{checkpoints[-1].size} was signed",
+            )
+        if last != size:
+            raise _Broken(
+                min(last, size) + 1,
+                f"the head says {size} events but the trail has {last}: rows missing at the end",
+            )
+    except _Broken as broken:
+        return VerifyReport(
+            False,
+            size,
+            state.checked,
+            state.checkpoints_ok,
+            state.started_at,
+            state.anchor,
+            broken.seq,
+            broken.reason,
+        )
+    return VerifyReport(
+        True, size, state.checked, state.checkpoints_ok, state.started_at, state.anchor
+    )
+
+
+class _State:
+    def __init__(self, checkpoints: list[AuditCheckpoint]) -> None:
+        self.by_size = {cp.size: cp for cp in checkpoints}
+        self.next_seq = 1
+        self.head = GENESIS
+        self.frontier = Frontier()
+        self.checked = 0
+        self.checkpoints_ok = 0
+        self.started_at = 0
+        self.anchor: dict[str, Any] | None = None
+        self.last_good_checkpoint = 0
+
+    def start_from(self, cp: AuditCheckpoint) -> None:
+        self.frontier = Frontier.from_json(cp.size, json.loads(cp.frontier))
+        if self.frontier.root().hex() != cp.merkle_root:
+            raise _Broken(cp.size, f"checkpoint {cp.size}: its frontier does not give its root")
+        self.head = cp.chain_head
+        self.next_seq = cp.size + 1
+        self.started_at = self.last_good_checkpoint = cp.size
+        self.checkpoints_ok = 1
+        self.anchor = checkpoint_json(cp)
+
+
+def _check_signatures(checkpoints: list[AuditCheckpoint], public_key_b64: str) -> None:
+    key_id = key_id_of(public_key_b64)
+    for cp in checkpoints:
+        root = bytes.fromhex(cp.merkle_root)
+        if cp.note != checkpoint_note(cp.size, root, cp.chain_head):
+            raise _Broken(cp.size, f"checkpoint {cp.size}: its note does not match its fields")
+        if cp.key_id != key_id or not verify_signature(
+            public_key_b64, cp.note.encode(), cp.signature
+        ):
+            raise _Broken(
+                cp.size, f"checkpoint {cp.size}: bad signature (key {cp.key_id}, expected {key_id})"
+            )
+
+
+def _walk(session: Session, state: _State, batch: int) -> None:
+    after = state.next_seq - 1
+    while True:
+        rows = session.execute(
+            select(AuditEvent.seq, AuditEvent.payload, AuditEvent.prev_hash, AuditEvent.chain_hash)
+            .where(AuditEvent.seq > after)
+            .order_by(AuditEvent.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for seq, payload, prev_hash, stored in rows:
+            _check_event(state, seq, payload, prev_hash, stored)
+        after = rows[-1][0]
+
+
+def _check_event(state: _State, seq: int, payload: str, prev_hash: str, stored: str) -> None:
+    if seq != state.next_seq:
+        raise _Broken(state.next_seq, f"row missing: expected seq {state.next_seq}, found {seq}")
+    inner = _SEQ.search(payload)
+    if inner is None or int(inner.group(1)) != seq:
+        raise _Broken(
+            seq, f"row reordered: its payload belongs to seq {inner.group(1) if inner else '?'}"
+        )
+    if prev_hash != state.head:
+        raise _Broken(
+            seq, "row inserted or removed before it: prev_hash does not link to the previous event"
+        )
+    if chain_hash(seq, prev_hash, payload) != stored:
+        raise _Broken(seq, "payload changed: its hash does not match the chain")
+    state.head = stored
+    state.frontier.append(leaf_hash(payload))
+    state.next_seq += 1
+    state.checked += 1
+    cp = state.by_size.get(seq)
+    if cp is not None:
+        if cp.chain_head != state.head or cp.merkle_root != state.frontier.root().hex():
+            raise _Broken(
+                state.last_good_checkpoint + 1,
+                f"history rewritten: events {state.last_good_checkpoint + 1}..{seq} do "
+                f"not match the signed checkpoint at size {seq}",
+            )
+        state.checkpoints_ok += 1
+        state.last_good_checkpoint = seq
+        state.anchor = checkpoint_json(cp)
