@@ -123,14 +123,18 @@ class LicenceReason:
     message: str
     licence: str
     clause: str | None
+    legal_flag: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "code": self.code,
             "message": self.message,
             "licence": self.licence,
             "clause": self.clause,
         }
+        if self.legal_flag:
+            out["legal_flag"] = self.legal_flag
+        return out
 
 
 @dataclass(frozen=True)

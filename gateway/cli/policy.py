@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import load_settings, open_database
+from gateway.cli.common import load_settings, open_database, parse_facts
 from gateway.domain import INTENDED_USES
 
 policy_app = typer.Typer(
@@ -40,6 +40,7 @@ def policy_test(
 ) -> None:
     """Run the bundle's policy tests (tests/*_test.yaml); exit 1 if any fails."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from gateway.policy.bundle import PolicyError, load_bundle
@@ -55,12 +56,12 @@ def policy_test(
     for column in ("result", "file", "case", "decision", "why"):
         table.add_column(column)
     for r in results:
-        table.add_row(
+        table.add_row(  # names may hold [brackets]: escape rich markup
             "[green]PASS[/]" if r.passed else "[red]FAIL[/]",
-            r.file,
-            r.name,
+            escape(r.file),
+            escape(r.name),
             r.decision,
-            "; ".join(r.failures),
+            escape("; ".join(r.failures)),
         )
     Console(width=200).print(table)
     failed = sum(not r.passed for r in results)
@@ -74,6 +75,10 @@ def policy_evaluate(
     model: Annotated[str, typer.Option(help="Registered model id.")],
     use: Annotated[str, typer.Option(help=f"Intended use: {', '.join(INTENDED_USES)}.")],
     tenant: Annotated[str | None, typer.Option(help="Tenant whose facts apply.")] = None,
+    fact: Annotated[
+        list[str] | None,
+        typer.Option("--fact", help="key=value, added to (or instead of) the tenant's facts."),
+    ] = None,
 ) -> None:
     """Evaluate a model's licence for an intended use and a tenant (same code as requests)."""
     from gateway.auth.tenants import TenantNotFound, get_tenant
@@ -95,6 +100,7 @@ def policy_evaluate(
                 facts = dict(get_tenant(session, tenant).facts or {})
         except TenantNotFound:
             raise typer.BadParameter(f"no tenant {tenant!r}", param_hint="--tenant") from None
+    facts.update(parse_facts(fact))
     verdict = evaluate_model(bundle, model, use, facts)
     typer.echo(json.dumps({**verdict.to_json(), "policy_version": bundle.version}, indent=2))
     if verdict.decision != "allow":

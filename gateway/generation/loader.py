@@ -50,6 +50,11 @@ def check_weights(model_id: str, entry: ModelEntry, model_dir: Path) -> str:
 def load_model(model_id: str, entry: ModelEntry, model_dir: Path) -> LoadedModel:
     import torch
 
+    if entry.source.kind == "lora":
+        raise ModelUnavailable(
+            f"{model_id} is a LoRA adapter: it is registered for licence evaluation, but "
+            "serving adapters is not supported yet"
+        )
     digest = check_weights(model_id, entry, model_dir)
     path = source_path(entry, model_dir)
     dtype = getattr(torch, _DTYPES[entry.options.dtype])

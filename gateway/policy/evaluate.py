@@ -31,7 +31,7 @@ def evaluate_model(
         )
     own = verdicts[0][1]
     decision = "allow" if all(v.allowed for _, v in verdicts) else "deny"
-    reasons = [r for _, v in verdicts for r in v.reasons]
+    reasons = list(dict.fromkeys(r for _, v in verdicts for r in v.reasons))
     if decision == "deny":  # lead with what refused it
         reasons.sort(key=lambda r: r.code.startswith("use_allowed"))
     facts_used: dict[str, Any] = {}
@@ -82,10 +82,14 @@ def _merge_rights(
             if item not in restrictions:
                 restrictions.append(item)
     merged["use_restrictions"] = restrictions + _model_restrictions(bundle, chain)
+    if merged["ownership"] == "not_stated":  # a base that states ownership speaks for it
+        merged["ownership"] = next(
+            (r["ownership"] for r in rights if r["ownership"] != "not_stated"), "not_stated"
+        )
     merged["ai_disclosure"] = min(
         (r["ai_disclosure"] for r in rights), key=lambda s: _DISCLOSURE_ORDER[s]
     )
-    flags = [r["legal_flag"] for r in rights if r.get("legal_flag")]
+    flags = list(dict.fromkeys(r["legal_flag"] for r in rights if r.get("legal_flag")))
     if flags:
         merged["legal_flag"] = "; ".join(flags)
     merged["licence"] = {

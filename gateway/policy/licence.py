@@ -14,7 +14,7 @@ from gateway.policy.schema import Condition, Licence
 
 
 def evaluate_licence(
-    licence: Licence, intended_use: str, facts: Mapping[str, Any]
+    licence: Licence, intended_use: str, facts: Mapping[str, Any], *, with_rights: bool = True
 ) -> LicenceDecision:
     reasons: list[LicenceReason] = []
     used: dict[str, Any] = {}
@@ -28,6 +28,7 @@ def evaluate_licence(
                 "unknown counts as denied",
                 licence.id,
                 perm.clause if perm else None,
+                perm.legal_flag if perm else None,
             )
         )
     elif perm.status == "denied":
@@ -38,6 +39,7 @@ def evaluate_licence(
                 f"licence {licence.name} does not permit {intended_use!r}",
                 licence.id,
                 perm.clause,
+                perm.legal_flag,
             )
         )
     elif perm.status == "allowed":
@@ -48,10 +50,16 @@ def evaluate_licence(
                 f"licence {licence.name} permits {intended_use!r}",
                 licence.id,
                 perm.clause,
+                perm.legal_flag,
             )
         )
     else:
         decision, group_reasons = _conditional(licence, perm.any_of, facts, used)
+        if perm.legal_flag:
+            group_reasons = [
+                LicenceReason(r.code, r.message, r.licence, r.clause, perm.legal_flag)
+                for r in group_reasons
+            ]
         reasons.extend(group_reasons)
         if decision == "allow":
             reasons.insert(
@@ -61,6 +69,7 @@ def evaluate_licence(
                     f"licence {licence.name} permits {intended_use!r}; its conditions are met",
                     licence.id,
                     perm.clause,
+                    perm.legal_flag,
                 ),
             )
     return LicenceDecision(
@@ -68,15 +77,26 @@ def evaluate_licence(
         licence=licence.id,
         intended_use=intended_use,
         reasons=reasons,
-        rights=rights_of(licence),
+        rights=rights_of(licence, facts) if with_rights else {},
         facts_used=used,
     )
 
 
-def rights_of(licence: Licence) -> dict[str, Any]:
+def rights_of(licence: Licence, facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Output rights for this tenant: a ``commercial_use_follows`` use that the tenant may
+    put the model to (e.g. a paid licence, met conditions) makes outputs commercial."""
     r = licence.output_rights
+    commercial = "denied" if r.commercial_use == "unknown" else r.commercial_use
+    follows = r.commercial_use_follows
+    if (
+        follows
+        and facts is not None
+        and follows in licence.use_purposes
+        and evaluate_licence(licence, follows, facts, with_rights=False).allowed
+    ):
+        commercial = "allowed"
     return {
-        "commercial_use": "denied" if r.commercial_use == "unknown" else r.commercial_use,
+        "commercial_use": commercial,
         "attribution": r.attribution,
         "may_train_other_models": r.may_train_other_models,
         "derivatives_inherit_restrictions": r.derivatives_inherit_restrictions,

@@ -150,6 +150,11 @@ class OutputRights(Strict):
     ai_disclosure: Literal["required", "law_dependent", "not_required"] = "law_dependent"
     clause: str | None = None
     legal_flag: str | None = None
+    commercial_use_follows: str | None = Field(
+        default=None,
+        description="an intended use: when the tenant may use the model for it, outputs are "
+        "commercially usable (e.g. a paid licence or met conditions)",
+    )
 
 
 class Obligation(Strict):
