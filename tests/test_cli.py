@@ -84,3 +84,18 @@ def test_models_list_and_verify(env: dict[str, str]) -> None:
     assert ok.exit_code == 0 and ok.stdout.startswith("ok    demo-tiny")
     bad = CliRunner().invoke(app, ["models", "verify"], env=env)
     assert bad.exit_code == 1 and "FAIL  stabilityai/sdxl-turbo" in bad.stdout
+    assert "ok    image checkers  open_nsfw" in bad.stdout
+
+
+def test_models_verify_loads_the_clip_concept_checker(env: dict[str, str], tmp_path: Path) -> None:
+    from tests.tiny_clip import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    result = CliRunner().invoke(
+        app, ["models", "verify"], env={**env, "GATEWAY_CLIP_DIR": str(clip)}
+    )
+    assert "ok    image checkers  clip_concepts, open_nsfw; concept checker from" in result.stdout
+    missing = CliRunner().invoke(
+        app, ["models", "verify"], env={**env, "GATEWAY_CLIP_DIR": str(tmp_path / "none")}
+    )
+    assert "FAIL  image checkers  FileNotFoundError" in missing.stdout

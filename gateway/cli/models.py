@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gateway.cli.common import load_settings
+
+if TYPE_CHECKING:
+    from gateway.policy.bundle import PolicyBundle
+    from gateway.settings import Settings
 
 models_app = typer.Typer(help="Inspect, hash and verify registered models.", no_args_is_help=True)
 
@@ -53,13 +57,17 @@ def models_hash(
 def models_verify(
     model_id: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
 ) -> None:
-    """Load models through the real loader and check pins; exit 1 if any fails."""
+    """Load models through the real loader and check pins; exit 1 if any fails.
+
+    Also loads the image checkers: open_nsfw (bundled) and, when GATEWAY_CLIP_DIR is set, the
+    open_clip concept checker with the policy's concepts, each run once on a test image.
+    """
     from gateway.generation.loader import ModelUnavailable, load_model
     from gateway.policy.bundle import load_bundle
 
     settings = load_settings()
     bundle = load_bundle(settings.policy_dir)
-    failed = False
+    failed = False if model_id else not _verify_image_checkers(settings, bundle)
     for mid, entry in bundle.models.models.items():
         if model_id and mid != model_id:
             continue
@@ -71,3 +79,26 @@ def models_verify(
             typer.echo(f"FAIL  {mid}  {exc}")
     if failed:
         raise typer.Exit(1)
+
+
+def _verify_image_checkers(settings: Settings, bundle: PolicyBundle) -> bool:
+    from PIL import Image
+
+    from gateway.runtime import build_image_classifier
+    from gateway.safety.image_nsfw import OpenNsfwDetector
+
+    probe = [Image.new("RGB", (64, 64), (128, 128, 128))]
+    try:
+        nsfw = OpenNsfwDetector() if settings.nsfw_detector else None
+        classifier = build_image_classifier(settings, bundle, nsfw)
+        scores = classifier.classify(probe)[0]
+    except (OSError, ValueError, RuntimeError) as exc:
+        typer.echo(f"FAIL  image checkers  {type(exc).__name__}: {exc}")
+        return False
+    names = ", ".join(sorted(scores.detectors))
+    concepts = len(bundle.content.image.concepts) if settings.clip_dir else 0
+    clip = (
+        f"; concept checker from {settings.clip_dir} with {concepts} concepts" if concepts else ""
+    )
+    typer.echo(f"ok    image checkers  {names}{clip}")
+    return True

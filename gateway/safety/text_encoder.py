@@ -43,7 +43,7 @@ class MiniLMEncoder:
         self.dimension = int(self._model.config.hidden_size)
         # Recently seen texts (policy exemplars, repeated prompts) are not encoded twice.
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_size = max(cache_size, 0)
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
