@@ -101,7 +101,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     upgrade(url, settings.migrations_dir)
-    engine = make_engine(url)
+    engine = make_engine(url, sqlite_synchronous=settings.sqlite_synchronous)
     sessions = make_session_factory(engine)
     signer = load_or_create_signer(
         settings.data_dir,

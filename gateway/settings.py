@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     bootstrap_admin: bool = Field(default=True, description="Create an admin key on first start")
     audit_signing_key: SecretStr | None = Field(
         default=None, description="base64 Ed25519 seed; default <data_dir>/audit-signing-key"
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL: commits survive power loss; NORMAL: faster, survive process crashes",
     )
     checkpoint_every: int = Field(default=1000, ge=0, description="0: only on demand")
     key_pepper: SecretStr | None = Field(

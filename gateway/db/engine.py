@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -19,22 +19,28 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
         )
-        _sqlite_serialised_writes(engine)
+        _sqlite_serialised_writes(engine, sqlite_synchronous)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _sqlite_serialised_writes(engine: Engine) -> None:
-    """WAL, full sync, and BEGIN IMMEDIATE so concurrent writers queue instead of failing."""
+def _sqlite_serialised_writes(engine: Engine, synchronous: str) -> None:
+    """WAL, the chosen sync level, and BEGIN IMMEDIATE so writers queue instead of failing.
+
+    ``FULL`` (default): every commit survives power loss. ``NORMAL`` in WAL mode: commits
+    survive a process crash but the last ones may be lost on power loss or an OS crash.
+    """
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError("sqlite synchronous must be FULL or NORMAL")
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
