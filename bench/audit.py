@@ -239,14 +239,14 @@ def bench_verify(url: str, signer: Signer) -> tuple[float, str]:
 
 def export_child(url: str, out: str) -> None:
     """Runs in a child process: stream every decision to CSV; print seconds and peak RSS."""
-    from gateway.audit.export import csv_chunks
-    from gateway.audit.search import DecisionFilters, iter_decisions
+    from gateway.audit.export import export_chunks
+    from gateway.audit.search import DecisionFilters
 
     engine = make_engine(url)
     t0 = time.perf_counter()
     rows = 0
-    with unit_of_work(make_session_factory(engine)) as session, open(out, "wb") as fh:
-        for chunk in csv_chunks(session, iter_decisions(session, DecisionFilters())):
+    with open(out, "wb") as fh:
+        for chunk in export_chunks("csv", make_session_factory(engine), DecisionFilters()):
             fh.write(chunk)
             rows += chunk.count(b"\n")
     elapsed = time.perf_counter() - t0

@@ -68,8 +68,10 @@ def main() -> None:
         classifier.classify([text])
         lat.append((time.perf_counter() - t0) * 1000)
     p50, p95 = statistics.median(lat), sorted(lat)[int(0.95 * len(lat)) - 1]
-    print(f"prompt classifier on {torch.get_num_threads()} torch threads, batch {CHUNK}, "
-          f"{len(batch_texts)} prompts")
+    print(
+        f"prompt classifier on {torch.get_num_threads()} torch threads, batch {CHUNK}, "
+        f"{len(batch_texts)} prompts"
+    )
     print(f"{'':40}{'prompts/s':>12}")
     print(f"{'classifier (normalise+terms+MiniLM+head)':40}{batched:12.1f}")
     print(f"{'baseline: bare MiniLM encode':40}{bare:12.1f}")

@@ -36,8 +36,10 @@ def main() -> None:
     args = parser.parse_args()
     bundle = load_bundle(REPO / "policies")
     cases = [(m, u, f) for m in bundle.models.models for u in INTENDED_USES for f in FACTS]
-    bodies = [json.dumps({"model": m, "intended_use": u, "facts": f}, sort_keys=True).encode()
-              for m, u, f in cases]
+    bodies = [
+        json.dumps({"model": m, "intended_use": u, "facts": f}, sort_keys=True).encode()
+        for m, u, f in cases
+    ]
     policy_us: list[float] = []
     hash_us: list[float] = []
     for _ in range(args.rounds):
@@ -51,8 +53,10 @@ def main() -> None:
         hash_us.append((time.perf_counter() - t0) / len(cases) * 1e6)
     med, p95 = statistics.median(policy_us), sorted(policy_us)[int(0.95 * len(policy_us))]
     base = statistics.median(hash_us)
-    print(f"policy bundle {bundle.version[:12]}: {len(bundle.models.models)} models, "
-          f"{len(bundle.licences)} licences, {len(cases)} cases x {args.rounds} rounds")
+    print(
+        f"policy bundle {bundle.version[:12]}: {len(bundle.models.models)} models, "
+        f"{len(bundle.licences)} licences, {len(cases)} cases x {args.rounds} rounds"
+    )
     print(f"{'':32}{'median us':>12}{'p95 us':>12}")
     print(f"{'evaluate_model per decision':32}{med:12.1f}{p95:12.1f}")
     print(f"{'baseline: sha256 of the request':32}{base:12.1f}")

@@ -1,19 +1,113 @@
-"""GET /v1/audit/decisions/{id}: the full decision record (auditors, own tenant)."""
+"""/v1/audit: decision records, search with cursor pagination, and exports (auditors).
+
+A principal sees only its own tenant's decisions; admins see every tenant's, or one tenant's
+with ``tenant=`` (id or name).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.api.deps import Auditor, RuntimeDep
 from gateway.audit.decisions import decision_json
+from gateway.audit.export import FORMATS, export_chunks
+from gateway.audit.report import write_pdf_report
+from gateway.audit.search import (
+    DecisionFilters,
+    FilterError,
+    iter_decision_batches,
+    resolve_tenant,
+    search_decisions,
+)
+from gateway.audit.verify import verify_trail
 from gateway.db.engine import unit_of_work
 from gateway.db.models import Decision
 from gateway.domain import Role
 from gateway.errors import GatewayError
 
 router = APIRouter(tags=["audit"])
+
+
+def _invalid(exc: FilterError) -> GatewayError:
+    return GatewayError(422, "invalid_request", f"{exc.param}: {exc.message}", param=exc.param)
+
+
+def audit_filters(
+    principal: Auditor,
+    runtime: RuntimeDep,
+    since: Annotated[str | None, Query(description="ISO 8601; inclusive")] = None,
+    until: Annotated[str | None, Query(description="ISO 8601; exclusive (a date: its end)")] = None,
+    tenant: Annotated[str | None, Query(description="tenant id or name (admins)")] = None,
+    model: str | None = None,
+    licence: str | None = None,
+    intended_use: str | None = None,
+    outcome: str | None = None,
+    category: str | None = None,
+    user: str | None = None,
+) -> DecisionFilters:
+    """The query's filters, pinned to the caller's tenant unless the caller is an admin."""
+    if Role.ADMIN in principal.roles:
+        tenant_id = None
+        if tenant:
+            with unit_of_work(runtime.sessions) as session:
+                tenant_id = resolve_tenant(session, tenant)
+            if tenant_id is None:
+                raise GatewayError(
+                    422, "invalid_request", f"tenant: no tenant {tenant!r}", param="tenant"
+                )
+    else:
+        if tenant and tenant not in (principal.tenant_id, principal.tenant_name):
+            raise GatewayError(
+                403,
+                "insufficient_role",
+                "only admins may read another tenant's decisions",
+                param="tenant",
+            )
+        tenant_id = principal.tenant_id
+    try:
+        return DecisionFilters.from_query(
+            since=since,
+            until=until,
+            tenant_id=tenant_id,
+            model=model,
+            licence=licence,
+            intended_use=intended_use,
+            outcome=outcome,
+            category=category,
+            user=user,
+        )
+    except FilterError as exc:
+        raise _invalid(exc) from None
+
+
+Filters = Annotated[DecisionFilters, Depends(audit_filters)]
+
+
+@router.get("/v1/audit/decisions")
+def list_decisions(
+    filters: Filters,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Decisions newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    with unit_of_work(runtime.sessions) as session:
+        try:
+            page, next_cursor = search_decisions(session, filters, limit=limit, cursor=cursor)
+        except FilterError as exc:
+            raise _invalid(exc) from None
+        return {
+            "object": "list",
+            "data": [decision_json(d) for d in page],
+            "next_cursor": next_cursor,
+        }
 
 
 @router.get("/v1/audit/decisions/{decision_id}")
@@ -28,3 +122,55 @@ def get_decision(decision_id: str, principal: Auditor, runtime: RuntimeDep) -> d
                 404, "decision_not_found", f"no decision {decision_id!r}", param="decision_id"
             )
         return decision_json(decision)
+
+
+@router.get("/v1/audit/export")
+def export_decisions(
+    filters: Filters,
+    runtime: RuntimeDep,
+    fmt: Annotated[Literal["csv", "jsonl", "pdf"], Query(alias="format")] = "csv",
+) -> StreamingResponse:
+    """Every matching decision (oldest first) as CSV, JSON Lines or a PDF report, streamed.
+
+    The export ends at the moment of the request, so rows written meanwhile are left out.
+    """
+    now = datetime.now(UTC)
+    pinned = filters.until_at_most(now)
+    filename = f"audit-decisions-{now.strftime('%Y%m%dT%H%M%SZ')}.{fmt}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if fmt == "pdf":
+        with unit_of_work(runtime.sessions) as session:
+            verification = verify_trail(session, runtime.audit.signer.public_key_b64).to_json()
+        body = _pdf_report(runtime.sessions, filters, pinned, verification)
+    else:
+        body = export_chunks(fmt, runtime.sessions, pinned)
+    return StreamingResponse(body, media_type=FORMATS[fmt], headers=headers)
+
+
+def _pdf_report(
+    sessions: sessionmaker[Session],
+    filters: DecisionFilters,
+    pinned: DecisionFilters,
+    verification: dict[str, Any],
+) -> Iterator[bytes]:
+    """Build the report into a spooled file (memory, then disk), then stream it."""
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
+    try:
+        decisions = (d for batch in iter_decision_batches(sessions, pinned) for d in batch)
+        write_pdf_report(
+            spool,
+            decisions,
+            period=(filters.since, filters.until),
+            verification=verification,
+        )
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return _stream_file(spool)
+
+
+def _stream_file(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(1 << 16):
+            yield chunk

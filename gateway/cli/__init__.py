@@ -1,13 +1,15 @@
-"""The ``gateway`` command: serve, moderate, keys, tenants, models, policy, db."""
+"""The ``gateway`` command: serve, moderate, keys, tenants, models, policy, db, audit."""
 
 from __future__ import annotations
 
 import typer
 
+from gateway.cli.audit import audit_app
 from gateway.cli.keys import keys_app, tenants_app
 from gateway.cli.models import models_app
 from gateway.cli.policy import db_app, policy_app
 from gateway.cli.serve import moderate, serve
+from gateway.cli.trail import checkpoint, erase, verify
 
 app = typer.Typer(
     help="Governed text-to-image gateway.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -19,6 +21,9 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(models_app, name="models")
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")  # export, and (from trail) verify, checkpoint, erase
+
+__all__ = ["app", "checkpoint", "erase", "main", "verify"]
 
 
 def main() -> None:

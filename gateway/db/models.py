@@ -60,7 +60,9 @@ class Decision(Base):
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        Index("ix_decisions_tenant_created", "tenant_id", "created_at"),
+        Index("ix_decisions_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_decisions_created_id", "created_at", "id"),
+        Index("ix_decisions_user", "user"),
         Index("ix_decisions_status", "status", "instance_id"),
     )
 

@@ -58,6 +58,10 @@ def upgrade() -> None:
                                    server_default=""))
         batch.add_column(sa.Column("erased_at", _TS))
     op.create_index("ix_decisions_user", "decisions", ["user"])
+    # keyset pagination and streaming exports walk (created_at, id)
+    op.create_index("ix_decisions_created_id", "decisions", ["created_at", "id"])
+    op.drop_index("ix_decisions_tenant_created", "decisions")
+    op.create_index("ix_decisions_tenant_created", "decisions", ["tenant_id", "created_at", "id"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_PG_GUARD)
     else:
@@ -66,6 +70,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_decisions_tenant_created", "decisions")
+    op.create_index("ix_decisions_tenant_created", "decisions", ["tenant_id", "created_at"])
+    op.drop_index("ix_decisions_created_id", "decisions")
     op.drop_index("ix_decisions_user", "decisions")
     with op.batch_alter_table("decisions") as batch:
         batch.drop_column("erased_at")

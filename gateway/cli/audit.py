@@ -1,0 +1,194 @@
+"""`gateway audit`: export decisions (CSV, JSON Lines, PDF report)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
+
+import typer
+
+from gateway.cli.common import load_settings
+from gateway.domain import CATEGORIES, INTENDED_USES
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from gateway.audit.search import DecisionFilters
+    from gateway.db.models import Decision
+
+audit_app = typer.Typer(help="Search, export and verify the audit trail.", no_args_is_help=True)
+
+# query parameter -> command-line option, for error messages
+_OPTION = {"intended_use": "--use", "licence": "--licence", "model": "--model"}
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+    pdf = "pdf"
+
+
+@contextmanager
+def open_sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """A session factory on the configured database (migrated first), disposed after."""
+    from gateway.db.engine import make_engine, make_session_factory
+    from gateway.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, settings.migrations_dir)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def build_filters(
+    sessions: sessionmaker[Session], tenant: str | None, **query: str | None
+) -> DecisionFilters:
+    """Filters from command-line options; typer.BadParameter names the option at fault."""
+    from gateway.audit.search import DecisionFilters, FilterError, resolve_tenant
+    from gateway.db.engine import unit_of_work
+
+    tenant_id = None
+    if tenant:
+        with unit_of_work(sessions) as session:
+            tenant_id = resolve_tenant(session, tenant)
+        if tenant_id is None:
+            raise typer.BadParameter(f"no tenant {tenant!r}", param_hint="--tenant")
+    try:
+        return DecisionFilters.from_query(tenant_id=tenant_id, **query)
+    except FilterError as exc:
+        hint = _OPTION.get(exc.param, f"--{exc.param}")
+        raise typer.BadParameter(exc.message, param_hint=hint) from None
+
+
+@audit_app.command("export")
+def export(
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, jsonl or pdf.")],
+    output: Annotated[Path, typer.Option(help="File to write; '-' for standard output.")],
+    since: Annotated[str | None, typer.Option(help="ISO 8601 date or time, inclusive.")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="ISO 8601, exclusive; a bare date means its end.")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant id or name.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model id.")] = None,
+    licence: Annotated[str | None, typer.Option(help="Licence id.")] = None,
+    use: Annotated[
+        str | None, typer.Option(help=f"Intended use ({', '.join(INTENDED_USES)}).")
+    ] = None,
+    outcome: Annotated[str | None, typer.Option(help="Outcome, e.g. prompt_blocked.")] = None,
+    category: Annotated[
+        str | None, typer.Option(help=f"Flagged category ({', '.join(CATEGORIES)}).")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="The requester's end-user id.")] = None,
+    title: Annotated[str | None, typer.Option(help="PDF report title.")] = None,
+) -> None:
+    """Export decisions, oldest first, streaming with constant memory."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from gateway.audit.search import count_decisions
+    from gateway.db.engine import unit_of_work
+
+    with open_sessions(load_settings()) as sessions:
+        query = {
+            "since": since,
+            "until": until,
+            "model": model,
+            "licence": licence,
+            "intended_use": use,
+            "outcome": outcome,
+            "category": category,
+            "user": user,
+        }
+        filters = build_filters(sessions, tenant, **query)
+        pinned = filters.until_at_most(datetime.now(UTC))
+        with unit_of_work(sessions) as session:
+            total = count_decisions(session, pinned)
+        progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        with progress, _target(output) as out:
+            task = progress.add_task(f"exporting {fmt.value}", total=total)
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+
+            _write(fmt, out, sessions, filters, pinned, advance, title)
+    typer.echo(f"exported {total:,} decision(s) to {output}", err=True)
+
+
+def _write(
+    fmt: ExportFormat,
+    out: BinaryIO,
+    sessions: sessionmaker[Session],
+    filters: DecisionFilters,
+    pinned: DecisionFilters,
+    advance: Callable[[int], None],
+    title: str | None,
+) -> None:
+    from gateway.audit.export import export_chunks
+    from gateway.audit.report import DEFAULT_TITLE, write_pdf_report
+    from gateway.audit.search import iter_decision_batches
+
+    if fmt is ExportFormat.pdf:
+
+        def decisions() -> Iterator[Decision]:
+            for batch in iter_decision_batches(sessions, pinned):
+                yield from batch
+                advance(len(batch))
+
+        write_pdf_report(
+            out,
+            decisions(),
+            period=(filters.since, filters.until),
+            verification=_verification(sessions),
+            title=title or DEFAULT_TITLE,
+        )
+        return
+    for chunk in export_chunks(fmt.value, sessions, pinned, progress=advance):
+        out.write(chunk)
+
+
+@contextmanager
+def _target(output: Path) -> Iterator[BinaryIO]:
+    """Standard output, or a temporary file renamed onto ``output`` only on success."""
+    if str(output) == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    if not output.parent.is_dir():
+        raise typer.BadParameter(f"no folder {output.parent}", param_hint="--output")
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with partial.open("wb") as out:
+            yield out
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _verification(sessions: sessionmaker[Session]) -> dict[str, Any] | None:
+    """The trail's verification for the report (None when no public key is known)."""
+    from gateway.audit.verify import verify_trail
+    from gateway.cli.trail import public_key
+    from gateway.db.engine import unit_of_work
+
+    try:
+        key = public_key(load_settings(), None)
+    except typer.BadParameter:
+        return None
+    with unit_of_work(sessions) as session:
+        return verify_trail(session, key).to_json()

@@ -1,0 +1,92 @@
+"""`gateway audit verify | checkpoint | erase`: the trail's integrity and erasure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.cli.audit import audit_app
+from gateway.cli.common import load_settings, open_database
+from gateway.settings import Settings
+
+
+def public_key(settings: Settings, given: str | None) -> str:
+    """The checkpoint-signing public key: given (file or base64), or the configured one."""
+    from gateway.audit.signing import KEY_FILE, Signer
+
+    if given:
+        path = Path(given)
+        return path.read_text(encoding="ascii").strip() if path.is_file() else given.strip()
+    if settings.audit_signing_key:
+        return Signer.from_seed_b64(settings.audit_signing_key.get_secret_value()).public_key_b64
+    pub = settings.data_dir / f"{KEY_FILE}.pub"
+    if not pub.is_file():
+        raise typer.BadParameter(
+            f"no public key at {pub}; pass --public-key", param_hint="--public-key"
+        )
+    return pub.read_text(encoding="ascii").strip()
+
+
+@audit_app.command("verify")
+def verify(
+    public_key_arg: Annotated[
+        str | None,
+        typer.Option("--public-key", help="Public key file or base64 (default: the gateway's)."),
+    ] = None,
+    from_last_checkpoint: Annotated[
+        bool, typer.Option(help="Trust the last signed checkpoint; check only what follows.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Recompute the hash chain and Merkle roots; exit 1 naming the first bad sequence."""
+    from gateway.audit.verify import verify_trail
+
+    settings = load_settings()
+    key = public_key(settings, public_key_arg)
+    with open_database(settings) as session:
+        report = verify_trail(session, key, from_last_checkpoint=from_last_checkpoint)
+    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def checkpoint() -> None:
+    """Sign a checkpoint of the trail as it stands now."""
+    from gateway.audit.events import AuditLog, checkpoint_json
+    from gateway.audit.signing import load_or_create_signer
+
+    settings = load_settings()
+    seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
+    log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    with open_database(settings) as session:
+        made = log.checkpoint(session)
+        typer.echo(json.dumps(checkpoint_json(made)) if made else "nothing new to checkpoint")
+
+
+@audit_app.command("erase")
+def erase(
+    user: Annotated[str, typer.Option(help="The end-user id given in requests (`user`).")],
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's decisions.")] = None,
+) -> None:
+    """Erase one person's prompts and user id; the trail stays verifiable."""
+    from gateway.audit.erase import erase_user
+    from gateway.audit.events import AuditLog
+    from gateway.audit.signing import load_or_create_signer
+    from gateway.auth.tenants import TenantNotFound, get_tenant
+
+    settings = load_settings()
+    seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
+    log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    with open_database(settings) as session:
+        tenant_id = None
+        if tenant:
+            try:
+                tenant_id = get_tenant(session, tenant).id
+            except TenantNotFound:
+                raise typer.BadParameter(f"no tenant {tenant!r}", param_hint="--tenant") from None
+        ids = erase_user(session, log, user, tenant_id=tenant_id)
+    typer.echo(f"erased {len(ids)} decision(s) of user {user!r}")
