@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.audit.canonical import canonical_json
@@ -59,9 +59,18 @@ class AuditLog:
         *,
         decision_id: str | None = None,
         tenant_id: str | None = None,
-    ) -> AuditEvent:
-        head = self._lock_head(session)
-        seq = head.seq + 1
+    ) -> int:
+        """Append one event in the caller's transaction; return its sequence number.
+
+        Plain SQL statements (no ORM unit of work): this runs twice per request.
+        """
+        session.flush()  # rows the caller added must precede the event in the transaction
+        seq0, prev, frontier_json = session.execute(
+            select(AuditHead.seq, AuditHead.chain_hash, AuditHead.frontier)
+            .where(AuditHead.id == 1)
+            .with_for_update()
+        ).one()
+        seq = seq0 + 1
         occurred = datetime.now(UTC)
         payload = canonical_json(
             {
@@ -73,45 +82,52 @@ class AuditLog:
                 "body": body,
             }
         )
-        new_hash = chain_hash(seq, head.chain_hash, payload)
-        event = AuditEvent(
-            seq=seq,
-            kind=kind,
-            decision_id=decision_id,
-            tenant_id=tenant_id,
-            occurred_at=occurred,
-            payload=payload,
-            prev_hash=head.chain_hash,
-            chain_hash=new_hash,
-        )
-        session.add(event)
-        frontier = Frontier.from_json(head.seq, json.loads(head.frontier or "[]"))
+        new_hash = chain_hash(seq, prev, payload)
+        frontier = Frontier.from_json(seq0, json.loads(frontier_json or "[]"))
         frontier.append(leaf_hash(payload))
-        head.seq = seq
-        head.chain_hash = new_hash
-        head.frontier = json.dumps(frontier.to_json())
+        session.execute(
+            insert(AuditEvent).values(
+                seq=seq,
+                kind=kind,
+                decision_id=decision_id,
+                tenant_id=tenant_id,
+                occurred_at=occurred,
+                payload=payload,
+                prev_hash=prev,
+                chain_hash=new_hash,
+            )
+        )
+        session.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=seq, chain_hash=new_hash, frontier=json.dumps(frontier.to_json()))
+            .execution_options(synchronize_session=False)
+        )
         if self.checkpoint_every and seq % self.checkpoint_every == 0:
-            self._sign(session, head, frontier)
-        session.flush()
-        return event
+            self._sign(session, seq, new_hash, frontier)
+        return seq
 
     def checkpoint(self, session: Session) -> AuditCheckpoint | None:
         """Sign a checkpoint at the current size (None if empty or already signed there)."""
-        head = self._lock_head(session)
-        if head.seq == 0 or session.get(AuditCheckpoint, head.seq) is not None:
+        session.flush()
+        seq, head_hash, frontier_json = session.execute(
+            select(AuditHead.seq, AuditHead.chain_hash, AuditHead.frontier)
+            .where(AuditHead.id == 1)
+            .with_for_update()
+        ).one()
+        if seq == 0 or session.get(AuditCheckpoint, seq) is not None:
             return None
-        frontier = Frontier.from_json(head.seq, json.loads(head.frontier or "[]"))
-        return self._sign(session, head, frontier)
+        frontier = Frontier.from_json(seq, json.loads(frontier_json or "[]"))
+        return self._sign(session, seq, head_hash, frontier)
 
-    def _lock_head(self, session: Session) -> AuditHead:
-        return session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
-
-    def _sign(self, session: Session, head: AuditHead, frontier: Frontier) -> AuditCheckpoint:
+    def _sign(
+        self, session: Session, size: int, head_hash: str, frontier: Frontier
+    ) -> AuditCheckpoint:
         root = frontier.root()
-        note = checkpoint_note(head.seq, root, head.chain_hash)
+        note = checkpoint_note(size, root, head_hash)
         checkpoint = AuditCheckpoint(
-            size=head.seq,
-            chain_head=head.chain_hash,
+            size=size,
+            chain_head=head_hash,
             merkle_root=root.hex(),
             frontier=json.dumps(frontier.to_json()),
             key_id=self.signer.key_id,
@@ -120,6 +136,7 @@ class AuditLog:
             created_at=datetime.now(UTC),
         )
         session.add(checkpoint)
+        session.flush()
         return checkpoint
 
 
