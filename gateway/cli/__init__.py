@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from gateway.cli.audit import audit_app
+from gateway.cli.bundle import verify_bundle  # noqa: F401  (registers audit verify-bundle)
 from gateway.cli.keys import keys_app, tenants_app
 from gateway.cli.models import models_app
 from gateway.cli.policy import db_app, policy_app

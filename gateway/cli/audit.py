@@ -19,6 +19,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from gateway.audit.bundle import BundleReport
     from gateway.audit.search import DecisionFilters
     from gateway.db.models import Decision
 
@@ -89,6 +90,14 @@ def export(
     ] = None,
     user: Annotated[str | None, typer.Option(help="The requester's end-user id.")] = None,
     title: Annotated[str | None, typer.Option(help="PDF report title.")] = None,
+    bundle: Annotated[
+        bool,
+        typer.Option(
+            "--bundle",
+            help="Write a signed zip (csv/jsonl records, their audit events, a checkpoint, "
+            "inclusion proofs, manifest), checkable offline with `gateway audit verify-bundle`.",
+        ),
+    ] = False,
 ) -> None:
     """Export decisions, oldest first, streaming with constant memory."""
     from rich.console import Console
@@ -97,7 +106,14 @@ def export(
     from gateway.audit.search import count_decisions
     from gateway.db.engine import unit_of_work
 
-    with open_sessions(load_settings()) as sessions:
+    if bundle and fmt is ExportFormat.pdf:
+        raise typer.BadParameter("a bundle holds csv or jsonl records", param_hint="--format")
+    if bundle and str(output) == "-":
+        raise typer.BadParameter(
+            "a bundle is a zip file, not standard output", param_hint="--output"
+        )
+    settings = load_settings()
+    with open_sessions(settings) as sessions:
         query = {
             "since": since,
             "until": until,
@@ -126,8 +142,19 @@ def export(
             def advance(n: int) -> None:
                 progress.advance(task, n)
 
-            _write(fmt, out, sessions, filters, pinned, advance, title)
+            made: BundleReport | None = None
+            if bundle:
+                made = _write_bundle(settings, fmt, out, sessions, pinned, advance)
+            else:
+                _write(fmt, out, sessions, filters, pinned, advance, title)
     typer.echo(f"exported {total:,} decision(s) to {output}", err=True)
+    if made is not None:
+        fresh = " (signed now)" if made.fresh_checkpoint else ""
+        typer.echo(
+            f"bundle: {made.events:,} events proven against checkpoint {made.checkpoint_size}"
+            f"{fresh}, root {made.merkle_root}, key {made.key_id}",
+            err=True,
+        )
 
 
 def _write(
@@ -160,6 +187,28 @@ def _write(
         return
     for chunk in export_chunks(fmt.value, sessions, pinned, progress=advance):
         out.write(chunk)
+
+
+def _write_bundle(
+    settings: Settings,
+    fmt: ExportFormat,
+    out: BinaryIO,
+    sessions: sessionmaker[Session],
+    pinned: DecisionFilters,
+    advance: Callable[[int], None],
+) -> BundleReport:
+    """The signed zip bundle; signs a fresh checkpoint when the latest does not cover it."""
+    from gateway.audit.bundle import BundleError, write_bundle
+    from gateway.audit.events import AuditLog
+    from gateway.audit.signing import load_or_create_signer
+
+    seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
+    log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    try:
+        return write_bundle(out, sessions, log, pinned, fmt=fmt.value, progress=advance)
+    except BundleError as exc:
+        typer.echo(f"cannot write the bundle: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @contextmanager
