@@ -24,6 +24,7 @@ from gateway.moderate_file import CHUNK
 from gateway.policy.bundle import load_bundle
 from gateway.runtime import build_prompt_classifier
 from gateway.safety.normalize import normalise
+from gateway.safety.prompt_head import PromptHead, default_head_path
 from gateway.safety.text_encoder import MiniLMEncoder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     bundle = load_bundle(REPO / "policies")
     encoder = MiniLMEncoder(cache_size=0)
-    classifier = build_prompt_classifier(bundle, encoder)
+    head = PromptHead.load(default_head_path())
+    classifier = build_prompt_classifier(bundle, encoder, head)
     texts = _prompts(args.prompts + args.single)
     batch_texts, single_texts = texts[: args.prompts], texts[args.prompts :]
     classifier.classify(batch_texts[:32])  # warm-up

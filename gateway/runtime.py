@@ -23,6 +23,7 @@ from gateway.safety.image_classifier import CompositeImageClassifier, ImageClass
 from gateway.safety.image_concepts import ClipConceptChecker, Concept
 from gateway.safety.image_nsfw import OpenNsfwDetector
 from gateway.safety.prompt_classifier import PolicyPromptClassifier, PromptClassifier, TextEncoder
+from gateway.safety.prompt_head import PromptHead, default_head_path
 from gateway.safety.text_encoder import MiniLMEncoder
 from gateway.settings import Settings
 
@@ -67,16 +68,23 @@ class Models:
 
     encoder: TextEncoder
     nsfw: OpenNsfwDetector | None
+    head: PromptHead | None
 
 
 def load_models(settings: Settings) -> Models:
     encoder = MiniLMEncoder(settings.prompt_encoder_dir)
     nsfw = OpenNsfwDetector() if settings.nsfw_detector else None
-    return Models(encoder=encoder, nsfw=nsfw)
+    path = settings.prompt_head or default_head_path()
+    head = PromptHead.load(path) if path.is_file() else None
+    if head is None:
+        log.warning("no trained prompt head at %s: terms and exemplars only", path)
+    return Models(encoder=encoder, nsfw=nsfw, head=head)
 
 
-def build_prompt_classifier(bundle: PolicyBundle, encoder: TextEncoder) -> PromptClassifier:
-    return PolicyPromptClassifier(encoder, bundle.content)
+def build_prompt_classifier(
+    bundle: PolicyBundle, encoder: TextEncoder, head: PromptHead | None
+) -> PromptClassifier:
+    return PolicyPromptClassifier(encoder, bundle.content, head)
 
 
 def build_image_classifier(
@@ -134,7 +142,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "audit": audit,
         "bundle": bundle,
         "encoder": models.encoder,
-        "prompt_classifier": build_prompt_classifier(bundle, models.encoder),
+        "prompt_classifier": build_prompt_classifier(bundle, models.encoder, models.head),
         "image_classifier": build_image_classifier(settings, bundle, models.nsfw),
         "models": manager,
         "worker": worker,

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="Names this replica; on start it closes only its own open decisions",
     )
+    prompt_head: Path | None = Field(
+        default=None, description="trained prompt head (.npz); default: the one shipped"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     queue_size: int = Field(default=8, ge=1, description="Generation jobs waiting at most")

@@ -69,12 +69,12 @@ def moderate(
 
     from gateway.moderate_file import moderate_csv
     from gateway.policy.bundle import load_bundle
-    from gateway.runtime import build_prompt_classifier
-    from gateway.safety.text_encoder import MiniLMEncoder
+    from gateway.runtime import build_prompt_classifier, load_models
 
     settings = load_settings()
     bundle = load_bundle(settings.policy_dir)
-    classifier = build_prompt_classifier(bundle, MiniLMEncoder(settings.prompt_encoder_dir))
+    models = load_models(settings.model_copy(update={"nsfw_detector": False}))
+    classifier = build_prompt_classifier(bundle, models.encoder, models.head)
     with input_csv.open(newline="", encoding="utf-8") as fh:
         total = max(sum(1 for _ in fh) - 1, 0)  # rows, roughly (quoted newlines count twice)
     out = output.open("w", encoding="utf-8") if output else sys.stdout

@@ -1,11 +1,13 @@
 """The prompt classifier: normalised text → per-category scores in [0, 1].
 
-Two stages, both driven by the policy bundle:
-1. term lists per category, matched on word boundaries in the de-obfuscated text
-   (a hit scores 1.0);
-2. MiniLM embeddings compared with the policy's exemplar sentences per category; the
-   best cosine similarity is mapped linearly onto 0..1 by ``content.exemplar_scale``.
-The category score is the larger of the two. Policy then turns scores into severities.
+Stages, on the de-obfuscated text:
+1. the policy's term lists per category, matched on word boundaries (a hit scores 1.0);
+2. the trained head (MiniLM embedding + TF-IDF logistic regressions, ``prompt_head.py``)
+   for the categories it was trained on;
+3. for the other categories (e.g. ``sexual/minors``, which the data does not label), MiniLM
+   similarity to the policy's exemplar sentences, mapped onto 0..1 by
+   ``content.exemplar_scale``.
+The category score is the largest. Policy then turns scores into severities.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy.typing as npt
 from gateway.domain import CATEGORIES, TextScores
 from gateway.policy.schema import ContentPolicy
 from gateway.safety.normalize import normalise, term_key
+from gateway.safety.prompt_head import PromptHead
 
 
 class TextEncoder(Protocol):
@@ -35,8 +38,12 @@ class PromptClassifier(Protocol):
 class PolicyPromptClassifier:
     """Term lists + exemplar similarity, both read from a ``ContentPolicy``."""
 
-    def __init__(self, encoder: TextEncoder, policy: ContentPolicy) -> None:
+    def __init__(
+        self, encoder: TextEncoder, policy: ContentPolicy, head: PromptHead | None = None
+    ) -> None:
         self._encoder = encoder
+        self._head = head
+        trained = set(head.categories) if head is not None else set()
         self._low, self._high = policy.exemplar_scale
         self._patterns: dict[str, re.Pattern[str]] = {}
         self._exemplars: dict[str, npt.NDArray[np.float32]] = {}
@@ -46,8 +53,11 @@ class PolicyPromptClassifier:
             if keys:
                 alternatives = "|".join(re.escape(k) for k in keys)
                 self._patterns[cat] = re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
-        exemplars = [
-            (c, normalise(e).clean) for c in CATEGORIES for e in policy.categories[c].exemplars
+        exemplars = [  # categories the trained head covers do not need exemplars
+            (c, normalise(e).clean)
+            for c in CATEGORIES
+            if c not in trained
+            for e in policy.categories[c].exemplars
         ]
         if exemplars:
             vectors = encoder.encode([text for _, text in exemplars])  # one batch
@@ -59,6 +69,11 @@ class PolicyPromptClassifier:
     def classify(self, texts: Sequence[str]) -> list[TextScores]:
         normalised = [normalise(t) for t in texts]
         embeddings = self._encoder.encode([n.clean for n in normalised]) if texts else None
+        head = (
+            self._head.score([n.clean for n in normalised], embeddings)
+            if self._head is not None and embeddings is not None
+            else None
+        )
         results: list[TextScores] = []
         for i, norm in enumerate(normalised):
             scores: dict[str, float] = {}
@@ -71,6 +86,8 @@ class PolicyPromptClassifier:
                     if hits:
                         matched[cat] = hits
                         score = 1.0
+                if head is not None:
+                    score = max(score, float(head[i, CATEGORIES.index(cat)]))
                 ex = self._exemplars.get(cat)
                 if ex is not None and embeddings is not None:
                     cos = float(np.max(ex @ embeddings[i]))
