@@ -64,21 +64,27 @@ class MiniLMEncoder:
         return np.stack(rows).astype(np.float32)
 
     def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        out: list[npt.NDArray[np.float32]] = []
-        for start in range(0, len(texts), self._batch_size):
-            batch = list(texts[start : start + self._batch_size])
+        """Batches of similar length (little padding), returned in the input order."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start : start + self._batch_size]
             tokens = self._tokenizer(
-                batch, padding=True, truncation=True, max_length=256, return_tensors="pt"
+                [texts[i] for i in rows],
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
             )
             with torch.inference_mode():
                 hidden = self._model(**tokens).last_hidden_state
                 mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            out.append(pooled.numpy().astype(np.float32))
-        if not out:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.concatenate(out, axis=0)
+            out[rows] = pooled.numpy().astype(np.float32)
+        return out
 
 
 def _sha256(path: Path) -> str:
