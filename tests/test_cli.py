@@ -99,3 +99,32 @@ def test_models_verify_loads_the_clip_concept_checker(env: dict[str, str], tmp_p
         app, ["models", "verify"], env={**env, "GATEWAY_CLIP_DIR": str(tmp_path / "none")}
     )
     assert "FAIL  image checkers  FileNotFoundError" in missing.stdout
+
+
+def test_tenants_create_set_and_evaluate(env: dict[str, str]) -> None:
+    import json
+
+    run = CliRunner().invoke
+    made = run(app, ["tenants", "create", "studio", "--fact", "annual_revenue_usd=250000"], env=env)
+    assert made.exit_code == 0 and json.loads(made.stdout)["facts"] == {
+        "annual_revenue_usd": 250000
+    }
+    assert run(app, ["tenants", "create", "studio"], env=env).exit_code != 0
+    args = [
+        "policy",
+        "evaluate",
+        "--model",
+        "stabilityai/stable-diffusion-3.5-large",
+        "--use",
+        "commercial",
+        "--tenant",
+        "studio",
+    ]
+    denied = run(app, args, env=env)
+    assert denied.exit_code == 3 and "stability_registered" in denied.stdout
+    changed = run(app, ["tenants", "set", "studio", "--fact", "stability_registered=true"], env=env)
+    assert json.loads(changed.stdout)["facts"]["stability_registered"] is True
+    allowed = run(app, args, env=env)
+    assert allowed.exit_code == 0 and json.loads(allowed.stdout)["decision"] == "allow"
+    assert run(app, ["tenants", "set", "nobody", "--fact", "x=1"], env=env).exit_code != 0
+    assert "studio" in run(app, ["tenants", "list"], env=env).stdout
