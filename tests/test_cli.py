@@ -66,12 +66,12 @@ def test_policy_validate_names_file_and_line(env: dict[str, str], tmp_path: Path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
     text = (bad / "content.yaml").read_text()
-    (bad / "content.yaml").write_text(
-        text.replace("low: 0.50, medium: 0.64", "low: 0.90, medium: 0.64", 1)
-    )
+    original = "low: 0.50, medium: 0.75"
+    assert original in text
+    (bad / "content.yaml").write_text(text.replace(original, "low: 0.90, medium: 0.75", 1))
     result = CliRunner().invoke(app, ["policy", "validate", str(bad)], env=env)
     assert result.exit_code == 1
-    line = next(i for i, t in enumerate(text.splitlines(), 1) if "low: 0.50, medium: 0.64" in t)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if original in t)
     assert f"content.yaml:{line}: categories.sexual.thresholds.prompt" in result.output
     assert "low <= medium <= high" in result.output
 
