@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway.api import admin, audit, audit_trail, health, images, models, moderations, policy
 from gateway.api.errors import install_error_handlers
+from gateway.console import console_router
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 
@@ -44,4 +45,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         admin.router,
     ):
         app.include_router(router)
+    app.include_router(console_router(settings))
     return app

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     key_pepper: SecretStr | None = Field(
         default=None, description="Optional secret mixed into API key hashes"
     )
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64 of 32 bytes) for console session cookies; "
+        "default <data_dir>/console.key",
+    )
+    console_cookie_secure: bool = Field(
+        default=True, description="Send the console cookie over HTTPS only"
+    )
+    console_session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 7, description="Console sign-ins expire after this long"
+    )
 
     @property
     def resolved_database_url(self) -> str:
