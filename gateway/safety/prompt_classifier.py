@@ -35,6 +35,18 @@ class PromptClassifier(Protocol):
     def classify(self, texts: Sequence[str]) -> list[TextScores]: ...
 
 
+def term_patterns(policy: ContentPolicy) -> dict[str, re.Pattern[str]]:
+    """Per category, one regex over the normalised key matching any of its terms."""
+    patterns: dict[str, re.Pattern[str]] = {}
+    for cat in CATEGORIES:
+        cp = policy.categories[cat]
+        keys = sorted({term_key(t) for t in cp.terms if term_key(t)}, key=len, reverse=True)
+        if keys:
+            alternatives = "|".join(re.escape(k) for k in keys)
+            patterns[cat] = re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
+    return patterns
+
+
 class PolicyPromptClassifier:
     """Term lists + exemplar similarity, both read from a ``ContentPolicy``."""
 
@@ -45,14 +57,8 @@ class PolicyPromptClassifier:
         self._head = head
         trained = set(head.categories) if head is not None else set()
         self._low, self._high = policy.exemplar_scale
-        self._patterns: dict[str, re.Pattern[str]] = {}
+        self._patterns = term_patterns(policy)
         self._exemplars: dict[str, npt.NDArray[np.float32]] = {}
-        for cat in CATEGORIES:
-            cp = policy.categories[cat]
-            keys = sorted({term_key(t) for t in cp.terms if term_key(t)}, key=len, reverse=True)
-            if keys:
-                alternatives = "|".join(re.escape(k) for k in keys)
-                self._patterns[cat] = re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
         exemplars = [  # categories the trained head covers do not need exemplars
             (c, normalise(e).clean)
             for c in CATEGORIES

@@ -1,35 +1,53 @@
 """The trained prompt head: per-category probabilities from MiniLM embeddings and TF-IDF.
 
-Two logistic regressions per category, one on the sentence embedding and one on word (1-2)
-and character (2-5, within words) TF-IDF n-grams of the normalised text; the category
-probability is the sigmoid of their averaged logits. Inference is plain numpy over arrays
-stored in one ``.npz`` (no pickled objects), reproducing scikit-learn's tokenisation.
+Four feature families are computed from the normalised (``clean``) text and its
+mean-pooled all-MiniLM-L6-v2 embedding:
+
+- the embedding itself;
+- an RBF kernel between the embedding and the training prompts' embeddings (landmarks);
+- TF-IDF word n-grams and TF-IDF within-word character n-grams (scikit-learn's
+  ``sublinear_tf`` + smoothed idf + L2 norm, reproduced exactly here).
+
+At training time (``train_prompt_head.py``) logistic regressions on each family (per
+category, plus a generic "unsafe" one) are stacked by a second logistic regression per
+category, then calibrated per category so that the proposed thresholds are the same for
+every category (``low_thresholds`` 0.50, ``block_thresholds`` 0.92, stored in the artefact).
+Every stage is linear in the features, so the artefact stores one weight matrix per family
+whose summed logits give the category score. Inference is plain numpy over arrays stored in
+one ``.npz`` (no pickled objects).
+
 Categories without training labels (``sexual/minors``) score 0 here and rely on the
 policy's term lists and exemplars.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import pairwise
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.domain import CATEGORIES
 
+FORMAT = "gateway-prompt-head/2"
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _SPACES = re.compile(r"\s\s+")
 Array = npt.NDArray[np.float32]
 
 
-def word_ngrams(text: str) -> list[str]:
-    tokens = _TOKEN.findall(text.lower())
-    return tokens + [f"{a} {b}" for a, b in pairwise(tokens)]
+def word_ngrams(text: str, high: int = 2) -> list[str]:
+    """scikit-learn's ``word`` analyser (lower-cased ``\\b\\w\\w+\\b`` tokens), n = 1..high."""
+    tokens: list[str] = _TOKEN.findall(text.lower())
+    out = list(tokens)
+    for n in range(2, min(high, len(tokens)) + 1):
+        out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return out
 
 
 def char_wb_ngrams(text: str, low: int = 2, high: int = 5) -> list[str]:
@@ -50,6 +68,8 @@ def char_wb_ngrams(text: str, low: int = 2, high: int = 5) -> list[str]:
 
 @dataclass(frozen=True)
 class Tfidf:
+    """A fitted TF-IDF vocabulary: ``1 + ln(count)`` times idf, L2-normalised per text."""
+
     vocabulary: dict[str, int]
     idf: Array
 
@@ -63,73 +83,145 @@ class Tfidf:
         norm = math.sqrt(sum(v * v for v in row.values()))
         return {j: v / norm for j, v in row.items()} if norm else {}
 
+    def terms(self) -> list[str]:
+        return sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+
+
+def rbf_kernel(embeddings: Array, landmarks: Array, gamma: float) -> Array:
+    """``exp(-gamma * |x - l|^2)`` between every embedding and every landmark."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    sq = (
+        np.sum(x * x, axis=1)[:, None]
+        + np.sum(landmarks * landmarks, axis=1)[None, :]
+        - 2.0 * (x @ landmarks.T)
+    )
+    out: Array = np.exp(-gamma * np.maximum(sq, 0.0)).astype(np.float32)
+    return out
+
+
+def _sigmoid(z: Array) -> Array:
+    out: Array = (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
+    return out
+
 
 @dataclass(frozen=True)
 class PromptHead:
-    categories: tuple[str, ...]  # the trained ones
+    """Linear logits over four feature families; ``score`` gives [N, len(CATEGORIES)]."""
+
+    categories: tuple[str, ...]  # the trained ones (the columns of every weight matrix)
     words: Tfidf
     chars: Tfidf
-    emb_weights: Array  # [len(categories), dim]
-    emb_bias: Array
-    text_weights: Array  # [len(categories), len(words) + len(chars)]
-    text_bias: Array
+    word_high: int
+    char_range: tuple[int, int]
+    gamma: float
+    landmarks: Array  # [L, dim]
+    word_weights: Array  # [len(words), K]
+    char_weights: Array  # [len(chars), K]
+    emb_weights: Array  # [dim, K]
+    kernel_weights: Array  # [L, K]
+    bias: Array  # [K]
+    # proposed default thresholds on the probability, per trained category
+    block_thresholds: dict[str, float] = field(default_factory=dict)
+    low_thresholds: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def logits(self, clean_texts: Sequence[str], embeddings: Array) -> Array:
+        """[N, K] logits for the trained categories."""
+        n = len(clean_texts)
+        if n == 0:
+            return np.zeros((0, len(self.categories)), dtype=np.float32)
+        emb = np.asarray(embeddings, dtype=np.float32).reshape(n, -1)
+        out = emb @ self.emb_weights + self.bias
+        out += rbf_kernel(emb, self.landmarks, self.gamma) @ self.kernel_weights
+        low, high = self.char_range
+        for i, text in enumerate(clean_texts):
+            for tfidf, weights, grams in (
+                (self.words, self.word_weights, word_ngrams(text, self.word_high)),
+                (self.chars, self.char_weights, char_wb_ngrams(text, low, high)),
+            ):
+                row = tfidf.transform(grams)
+                if row:
+                    idx = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
+                    val = np.fromiter(row.values(), dtype=np.float32, count=len(row))
+                    out[i] += val @ weights[idx]
+        return out.astype(np.float32)
 
     def score(self, clean_texts: Sequence[str], embeddings: Array) -> Array:
-        """[N, len(CATEGORIES)] probabilities (0 for untrained categories)."""
-        n_words = len(self.words.vocabulary)
-        logits_e = embeddings @ self.emb_weights.T + self.emb_bias
-        logits_t = np.tile(self.text_bias, (len(clean_texts), 1)).astype(np.float32)
-        for i, text in enumerate(clean_texts):
-            row = self.words.transform(word_ngrams(text))
-            row.update(
-                {n_words + j: v for j, v in self.chars.transform(char_wb_ngrams(text)).items()}
-            )
-            if row:
-                idx = np.fromiter(row.keys(), dtype=np.int64)
-                val = np.fromiter(row.values(), dtype=np.float32)
-                logits_t[i] += self.text_weights[:, idx] @ val
-        probs = 1.0 / (1.0 + np.exp(-(logits_e + logits_t) / 2.0))
+        """[N, len(CATEGORIES)] scores in [0, 1], ``CATEGORIES`` order (0 for untrained ones).
+
+        ``clean_texts`` are ``normalise(text).clean``; ``embeddings`` their MiniLM vectors.
+        """
+        probs = _sigmoid(self.logits(clean_texts, embeddings))
+        # an empty prompt says nothing (its embedding would still score like a vague prompt)
+        probs[[not t.strip() for t in clean_texts]] = 0.0
         out = np.zeros((len(clean_texts), len(CATEGORIES)), dtype=np.float32)
         for k, cat in enumerate(self.categories):
             out[:, CATEGORIES.index(cat)] = probs[:, k]
         return out
 
+    def flagged(self, scores: Array) -> npt.NDArray[np.bool_]:
+        """Rows of ``score`` output at or above any category's proposed block threshold."""
+        hit = np.zeros(len(scores), dtype=bool)
+        for cat, th in self.block_thresholds.items():
+            hit |= scores[:, CATEGORIES.index(cat)] >= th
+        return hit
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path,
-            categories=np.array(self.categories),
-            word_vocab=np.array(
-                sorted(self.words.vocabulary, key=self.words.vocabulary.__getitem__)
-            ),
-            word_idf=self.words.idf,
-            char_vocab=np.array(
-                sorted(self.chars.vocabulary, key=self.chars.vocabulary.__getitem__)
-            ),
-            char_idf=self.chars.idf,
-            emb_weights=self.emb_weights,
-            emb_bias=self.emb_bias,
-            text_weights=self.text_weights.astype(np.float16),
-            text_bias=self.text_bias,
-        )
+        meta = {
+            "format": FORMAT,
+            "categories": list(self.categories),
+            "word_high": self.word_high,
+            "char_range": list(self.char_range),
+            "gamma": self.gamma,
+            "block_thresholds": self.block_thresholds,
+            "low_thresholds": self.low_thresholds,
+            "info": self.info,
+        }
+        with path.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                meta=np.array(json.dumps(meta, sort_keys=True)),
+                word_vocab=np.array(self.words.terms(), dtype=str),
+                word_idf=self.words.idf.astype(np.float32),
+                char_vocab=np.array(self.chars.terms(), dtype=str),
+                char_idf=self.chars.idf.astype(np.float32),
+                landmarks=self.landmarks.astype(np.float16),
+                word_weights=self.word_weights.astype(np.float16),
+                char_weights=self.char_weights.astype(np.float16),
+                emb_weights=self.emb_weights.astype(np.float32),
+                kernel_weights=self.kernel_weights.astype(np.float32),
+                bias=self.bias.astype(np.float32),
+            )
 
     @classmethod
     def load(cls, path: Path) -> PromptHead:
         with np.load(path, allow_pickle=False) as z:
-            words = Tfidf(
-                {str(t): i for i, t in enumerate(z["word_vocab"])}, z["word_idf"].astype(np.float32)
-            )
-            chars = Tfidf(
-                {str(t): i for i, t in enumerate(z["char_vocab"])}, z["char_idf"].astype(np.float32)
-            )
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path}: not a {FORMAT} artefact")
+            f32 = np.float32
+            low, high = meta["char_range"]
             return cls(
-                categories=tuple(str(c) for c in z["categories"]),
-                words=words,
-                chars=chars,
-                emb_weights=z["emb_weights"].astype(np.float32),
-                emb_bias=z["emb_bias"].astype(np.float32),
-                text_weights=z["text_weights"].astype(np.float32),
-                text_bias=z["text_bias"].astype(np.float32),
+                categories=tuple(str(c) for c in meta["categories"]),
+                words=Tfidf(
+                    {str(t): i for i, t in enumerate(z["word_vocab"])}, z["word_idf"].astype(f32)
+                ),
+                chars=Tfidf(
+                    {str(t): i for i, t in enumerate(z["char_vocab"])}, z["char_idf"].astype(f32)
+                ),
+                word_high=int(meta["word_high"]),
+                char_range=(int(low), int(high)),
+                gamma=float(meta["gamma"]),
+                landmarks=z["landmarks"].astype(f32),
+                word_weights=z["word_weights"].astype(f32),
+                char_weights=z["char_weights"].astype(f32),
+                emb_weights=z["emb_weights"].astype(f32),
+                kernel_weights=z["kernel_weights"].astype(f32),
+                bias=z["bias"].astype(f32),
+                block_thresholds={str(k): float(v) for k, v in meta["block_thresholds"].items()},
+                low_thresholds={str(k): float(v) for k, v in meta["low_thresholds"].items()},
+                info=dict(meta.get("info", {})),
             )
 
 

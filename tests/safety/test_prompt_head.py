@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from gateway.domain import CATEGORIES
-from gateway.runtime import Models
+from gateway.policy.bundle import load_bundle
+from gateway.runtime import Models, build_prompt_classifier
 from gateway.safety.prompt_head import (
     PromptHead,
     Tfidf,
@@ -15,6 +18,8 @@ from gateway.safety.prompt_head import (
     default_head_path,
     word_ngrams,
 )
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 
 TEXTS = [
     "a lighthouse at dusk, oil painting, trending on artstation",
@@ -43,18 +48,31 @@ def test_tfidf_matches_scikit_learn(kwargs: dict[str, object], grams: object) ->
         assert np.allclose(row, expected[i], atol=1e-6), text
 
 
-def test_shipped_head_separates_obvious_prompts(shared_models: Models) -> None:
+def test_shipped_head_covers_the_trained_categories(shared_models: Models) -> None:
     head = PromptHead.load(default_head_path())
     assert "sexual/minors" not in head.categories and len(head.categories) == 7
+    texts = ["a man stabbed, blood and gore", "a bowl of fruit on a table"]
+    scores = head.score(texts, shared_models.encoder.encode(texts))
+    assert scores.shape == (2, len(CATEGORIES))
+    assert np.all(scores[:, CATEGORIES.index("sexual/minors")] == 0)
+    violence = CATEGORIES.index("violence")
+    assert scores[0, violence] > 0.7 > scores[1, violence]
+
+
+def test_shipped_classifier_separates_obvious_prompts(shared_models: Models) -> None:
+    """Through the full classifier (terms + head + exemplars) with the shipped policy: the
+    I2P data never shows the head the explicit words that the term lists catch."""
+    bundle = load_bundle(POLICY_DIR)
+    classifier = build_prompt_classifier(bundle, shared_models.encoder, shared_models.head)
     texts = [
         "a naked woman lying on a bed, erotic photo",
         "a man stabbed, blood and gore",
         "a bowl of fruit on a table",
         "a red bus driving down a city street",
+        "portrait of a woman, 8 k, highly detailed",
     ]
-    scores = head.score(texts, shared_models.encoder.encode(texts))
-    sexual, violence = CATEGORIES.index("sexual"), CATEGORIES.index("violence")
-    shocking = CATEGORIES.index("shocking")
-    assert scores[0, sexual] > 0.7 and max(scores[1, violence], scores[1, shocking]) > 0.7
-    assert scores[2].max() < 0.5 and scores[3].max() < 0.5
-    assert np.all(scores[:, CATEGORIES.index("sexual/minors")] == 0)
+    results = classifier.classify(texts)
+    assert results[0].scores["sexual"] > 0.92
+    assert max(results[1].scores["violence"], results[1].scores["shocking"]) > 0.92
+    for r in results[2:]:
+        assert max(r.scores.values()) < 0.5, r
