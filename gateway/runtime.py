@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.audit.decisions import abort_open_decisions
 from gateway.audit.events import AuditLog
 from gateway.audit.signing import load_or_create_signer
+from gateway.audit.writer import DecisionWriter
 from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
 from gateway.generation.models import ModelManager
@@ -47,6 +48,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     audit: AuditLog
+    decisions: DecisionWriter  # requests open and close decisions here (group commit)
     bundle: PolicyBundle
     encoder: TextEncoder
     prompt_classifier: PromptClassifier
@@ -140,6 +142,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "engine": engine,
         "sessions": sessions,
         "audit": audit,
+        "decisions": DecisionWriter(engine, audit),
         "bundle": bundle,
         "encoder": models.encoder,
         "prompt_classifier": build_prompt_classifier(bundle, models.encoder, models.head),

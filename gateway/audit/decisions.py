@@ -1,7 +1,9 @@
 """The decision record: opened (``received``) before any model runs, closed exactly once.
 
 Services take a session and never commit; callers wrap each call in a unit of work so the
-decision row and its audit event commit together.
+decision row and its audit event commit together. Requests go through
+:class:`gateway.audit.writer.DecisionWriter`, which writes the same rows (built by the
+functions here) for many concurrent requests in one transaction.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit.events import AuditLog
-from gateway.audit.personal import commit_personal
-from gateway.db.models import Decision
+from gateway.audit.events import AuditLog, EventSpec
+from gateway.audit.personal import personal_commitments
+from gateway.db.models import Decision, PersonalData
 
 OUTCOMES = (
     "allowed",  # every image delivered
@@ -61,23 +63,27 @@ DECIDED_PERSONAL = (
 )
 
 
-def open_decision(session: Session, log: AuditLog, opening: Opening) -> Decision:
-    decision = Decision(
-        id=new_decision_id(),
-        tenant_id=opening.tenant_id,
-        key_id=opening.key_id,
-        instance_id=opening.instance_id,
-        user=opening.user,
-        status="open",
-        model_id=opening.model_id,
-        licence_id=opening.licence_id,
-        intended_use=opening.intended_use,
-        policy_version=opening.policy_version,
-        created_at=datetime.now(UTC),
-        request=opening.request,
-    )
-    session.add(decision)
-    session.flush()
+def decision_row(decision_id: str, opening: Opening, now: datetime) -> dict[str, Any]:
+    """The ``decisions`` row of a just-opened decision."""
+    return {
+        "id": decision_id,
+        "tenant_id": opening.tenant_id,
+        "key_id": opening.key_id,
+        "instance_id": opening.instance_id,
+        "user": opening.user,
+        "status": "open",
+        "model_id": opening.model_id,
+        "licence_id": opening.licence_id,
+        "intended_use": opening.intended_use,
+        "policy_version": opening.policy_version,
+        "created_at": now,
+        "request": opening.request,
+        "categories": "",
+    }
+
+
+def received_event(decision_id: str, opening: Opening) -> tuple[EventSpec, list[dict[str, str]]]:
+    """The ``received`` event and the personal data it commits to."""
     body = {
         "request": opening.request,
         "model_id": opening.model_id,
@@ -86,12 +92,54 @@ def open_decision(session: Session, log: AuditLog, opening: Opening) -> Decision
         "intended_use": opening.intended_use,
         "policy_version": opening.policy_version,
     }
+    hashed, personal = personal_commitments(decision_id, "received", body, RECEIVED_PERSONAL)
+    return EventSpec("received", hashed, decision_id, opening.tenant_id), personal
+
+
+def closing_values(
+    outcome: str, http_status: int, error_code: str | None, record: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The columns a decision's close sets."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    return {
+        "status": "closed",
+        "outcome": outcome,
+        "http_status": http_status,
+        "error_code": error_code,
+        "closed_at": now,
+        "record": record,
+        "categories": _categories(record),
+    }
+
+
+def decided_event(
+    decision_id: str,
+    tenant_id: str,
+    outcome: str,
+    http_status: int,
+    error_code: str | None,
+    record: dict[str, Any],
+) -> tuple[EventSpec, list[dict[str, str]]]:
+    """The ``decided`` event and the personal data it commits to."""
+    body = {
+        "outcome": outcome,
+        "http_status": http_status,
+        "error_code": error_code,
+        "record": record,
+    }
+    hashed, personal = personal_commitments(decision_id, "decided", body, DECIDED_PERSONAL)
+    return EventSpec("decided", hashed, decision_id, tenant_id), personal
+
+
+def open_decision(session: Session, log: AuditLog, opening: Opening) -> Decision:
+    """Open a decision in the caller's transaction (requests use :mod:`gateway.audit.writer`)."""
+    decision = Decision(**decision_row(new_decision_id(), opening, datetime.now(UTC)))
+    session.add(decision)
+    spec, personal = received_event(decision.id, opening)
+    session.add_all(PersonalData(**row) for row in personal)
     log.append(
-        session,
-        "received",
-        commit_personal(session, decision.id, "received", body, RECEIVED_PERSONAL),
-        decision_id=decision.id,
-        tenant_id=opening.tenant_id,
+        session, spec.kind, spec.body, decision_id=spec.decision_id, tenant_id=spec.tenant_id
     )
     return decision
 
@@ -106,32 +154,21 @@ def close_decision(
     error_code: str | None,
     record: dict[str, Any],
 ) -> Decision:
-    if outcome not in OUTCOMES:
-        raise ValueError(f"unknown outcome {outcome!r}")
+    """Close a decision in the caller's transaction (requests use :mod:`gateway.audit.writer`)."""
+    values = closing_values(outcome, http_status, error_code, record, datetime.now(UTC))
     decision = session.scalars(
         select(Decision).where(Decision.id == decision_id).with_for_update()
     ).one()
     if decision.status != "open":
         raise DecisionAlreadyClosed(decision_id)
-    decision.status = "closed"
-    decision.outcome = outcome
-    decision.http_status = http_status
-    decision.error_code = error_code
-    decision.closed_at = datetime.now(UTC)
-    decision.record = record
-    decision.categories = _categories(record)
-    body = {
-        "outcome": outcome,
-        "http_status": http_status,
-        "error_code": error_code,
-        "record": record,
-    }
+    for key, value in values.items():
+        setattr(decision, key, value)
+    spec, personal = decided_event(
+        decision.id, decision.tenant_id, outcome, http_status, error_code, record
+    )
+    session.add_all(PersonalData(**row) for row in personal)
     log.append(
-        session,
-        "decided",
-        commit_personal(session, decision.id, "decided", body, DECIDED_PERSONAL),
-        decision_id=decision.id,
-        tenant_id=decision.tenant_id,
+        session, spec.kind, spec.body, decision_id=spec.decision_id, tenant_id=spec.tenant_id
     )
     session.flush()
     return decision

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.audit.decisions import Opening, close_decision, open_decision
-from gateway.db.engine import unit_of_work
+from gateway.audit.decisions import Opening
 from gateway.domain import Direction, LicenceDecision, Principal
 from gateway.errors import GatewayError
 from gateway.generation.run import GenerationParams, run_pipeline
@@ -93,22 +92,19 @@ class GenerationPipeline:
             "seed": seed,
             "intended_use": use,
         }
-        with unit_of_work(rt.sessions) as session:
-            decision_id = open_decision(
-                session,
-                rt.audit,
-                Opening(
-                    tenant_id=principal.tenant_id,
-                    key_id=principal.key_id,
-                    instance_id=rt.settings.instance_id,
-                    user=req.user,
-                    model_id=req.model,
-                    licence_id=entry.licence,
-                    intended_use=use,
-                    policy_version=bundle.version,
-                    request=request_json,
-                ),
-            ).id
+        decision_id = rt.decisions.open(  # committed before any model runs
+            Opening(
+                tenant_id=principal.tenant_id,
+                key_id=principal.key_id,
+                instance_id=rt.settings.instance_id,
+                user=req.user,
+                model_id=req.model,
+                licence_id=entry.licence,
+                intended_use=use,
+                policy_version=bundle.version,
+                request=request_json,
+            )
+        )
 
         record: dict[str, Any] = {"timings_ms": {}, "errors": [], "seed": seed}
         timings: dict[str, float] = record["timings_ms"]
@@ -324,16 +320,10 @@ class GenerationPipeline:
     def _close(
         self, decision_id: str, outcome: str, status: int, code: str | None, record: dict[str, Any]
     ) -> None:
-        with unit_of_work(self._rt.sessions) as session:
-            close_decision(
-                session,
-                self._rt.audit,
-                decision_id,
-                outcome=outcome,
-                http_status=status,
-                error_code=code,
-                record=record,
-            )
+        # committed (with the outcome) before the response is returned
+        self._rt.decisions.close(
+            decision_id, outcome=outcome, http_status=status, error_code=code, record=record
+        )
 
 
 def _licence_json(verdict: LicenceDecision) -> dict[str, Any]:
