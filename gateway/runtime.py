@@ -18,8 +18,21 @@ from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
 from gateway.generation.models import ModelManager
 from gateway.generation.worker import GenerationWorker
-from gateway.policy.bundle import PolicyBundle, load_bundle
-from gateway.policy.policy_tests import CaseResult, run_policy_tests
+from gateway.policy.active import (
+    ActivePolicy,
+    Enforcement,
+    PolicyRefresher,
+    check_bundle,
+)
+from gateway.policy.bundle import (
+    PolicyBundle,
+    bundle_version,
+    load_bundle,
+    parse_bundle,
+    read_bundle_files,
+)
+from gateway.policy.seed import import_seed
+from gateway.policy.store import active_ref, decode_files, get_row
 from gateway.safety.image_classifier import CompositeImageClassifier, ImageClassifier
 from gateway.safety.image_concepts import ClipConceptChecker, Concept
 from gateway.safety.image_nsfw import OpenNsfwDetector
@@ -31,17 +44,6 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class PolicyTestsFailed(Exception):
-    """The bundle's own policy tests fail, so it cannot be activated."""
-
-    def __init__(self, failed: list[CaseResult]) -> None:
-        self.failed = failed
-        lines = [f"  {r.file}: {r.name}: {'; '.join(r.failures)}" for r in failed]
-        super().__init__(
-            "the policy bundle's tests fail; refusing to activate it:\n" + "\n".join(lines)
-        )
-
-
 @dataclass
 class Runtime:
     settings: Settings
@@ -49,16 +51,32 @@ class Runtime:
     sessions: sessionmaker[Session]
     audit: AuditLog
     decisions: DecisionWriter  # requests open and close decisions here (group commit)
-    bundle: PolicyBundle
+    policy: ActivePolicy
+    refresher: PolicyRefresher
     encoder: TextEncoder
-    prompt_classifier: PromptClassifier
-    image_classifier: ImageClassifier
-    models: ModelManager
     worker: GenerationWorker
     executor: ThreadPoolExecutor
     recovered: list[str]
 
+    # the version in force right now; a request should take ``policy.current()`` once
+    @property
+    def bundle(self) -> PolicyBundle:
+        return self.policy.current().bundle
+
+    @property
+    def prompt_classifier(self) -> PromptClassifier:
+        return self.policy.current().prompt_classifier
+
+    @property
+    def image_classifier(self) -> ImageClassifier:
+        return self.policy.current().image_classifier
+
+    @property
+    def models(self) -> ModelManager:
+        return self.policy.current().models
+
     def close(self) -> None:
+        self.refresher.stop()
         self.worker.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
@@ -124,17 +142,37 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         )
     if recovered:
         log.warning("closed %d decision(s) left open by a crash as aborted", len(recovered))
-    bundle = load_bundle(settings.policy_dir)
-    failed = [r for r in run_policy_tests(bundle) if not r.passed]
-    if failed:
-        raise PolicyTestsFailed(failed)
     models = models or load_models(settings)
-    manager = ModelManager(bundle.models, settings.resolved_model_dir)
-    manager.prepare()
     if settings.torch_threads:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    prompt_override = overrides.pop("prompt_classifier", None)
+    image_override = overrides.pop("image_classifier", None)
+
+    def build(version_id: int, bundle: PolicyBundle, previous: Enforcement | None) -> Enforcement:
+        manager = (
+            previous.models
+            if previous is not None
+            and previous.bundle.files.get("models.yaml") == bundle.files.get("models.yaml")
+            else ModelManager(bundle.models, settings.resolved_model_dir)
+        )
+        if previous is None or manager is not previous.models:
+            manager.prepare()
+        return Enforcement(
+            version_id=version_id,
+            bundle=bundle,
+            prompt_classifier=prompt_override
+            or build_prompt_classifier(bundle, models.encoder, models.head),
+            image_classifier=image_override
+            or build_image_classifier(settings, bundle, models.nsfw),
+            models=manager,
+        )
+
+    version_id, bundle = _load_active_bundle(settings, sessions, audit)
+    policy = ActivePolicy(sessions, build, build(version_id, bundle, None))
+    refresher = PolicyRefresher(policy, settings.policy_refresh_s)
+    refresher.start()
     worker = GenerationWorker(settings.queue_size)
     worker.start()
     parts: dict[str, Any] = {
@@ -143,14 +181,44 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "sessions": sessions,
         "audit": audit,
         "decisions": DecisionWriter(engine, audit),
-        "bundle": bundle,
+        "policy": policy,
+        "refresher": refresher,
         "encoder": models.encoder,
-        "prompt_classifier": build_prompt_classifier(bundle, models.encoder, models.head),
-        "image_classifier": build_image_classifier(settings, bundle, models.nsfw),
-        "models": manager,
         "worker": worker,
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
     }
     parts.update(overrides)
     return Runtime(**parts)
+
+
+def _load_active_bundle(
+    settings: Settings, sessions: sessionmaker[Session], audit: AuditLog
+) -> tuple[int, PolicyBundle]:
+    """The version in force; on first start the seed folder is checked and imported as v1.
+
+    A seed folder that differs from the version in force is only reported: policy changes go
+    through drafts and a second person's approval (``gateway policy import``).
+    """
+    with unit_of_work(sessions) as session:
+        ref = active_ref(session)
+        if ref is None:
+            seed = load_bundle(settings.policy_dir)
+            check_bundle(seed)
+            import_seed(session, audit, seed)
+            ref = active_ref(session)
+        if ref is None:  # pragma: no cover - a version published in the future only
+            raise RuntimeError("no policy version is in force")
+        files = decode_files(get_row(session, ref.id).files)
+    bundle = parse_bundle(files)
+    check_bundle(bundle)
+    if settings.policy_dir.is_dir():
+        seed_files = read_bundle_files(settings.policy_dir)
+        if bundle_version(seed_files) != bundle.version:
+            log.warning(
+                "the policy folder %s differs from policy version %d in force; import it with "
+                "`gateway policy import` to propose it as a draft",
+                settings.policy_dir,
+                ref.id,
+            )
+    return ref.id, bundle

@@ -62,3 +62,8 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
 Requester = Annotated[Principal, Depends(require(Role.REQUESTER))]
 Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+LegalEditor = Annotated[Principal, Depends(require(Role.LEGAL_EDITOR))]
+LegalApprover = Annotated[Principal, Depends(require(Role.LEGAL_APPROVER))]
+PolicyReader = Annotated[
+    Principal, Depends(require(Role.LEGAL_EDITOR, Role.LEGAL_APPROVER, Role.AUDITOR))
+]

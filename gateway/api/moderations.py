@@ -90,7 +90,8 @@ def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep)
             texts.append((i, item.text))
         else:
             images.append((i, _decode_image(item.image_url.url, i)))
-    policy = runtime.bundle.content
+    enf = runtime.policy.current()  # one policy version for the whole request
+    policy = enf.bundle.content
     timeout = runtime.settings.stage_timeout_s
     results: list[dict[str, Any]] = [{} for _ in items]
     try:
@@ -98,7 +99,7 @@ def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep)
             out = run_stage(
                 runtime.executor,
                 "prompt_classifier",
-                lambda: moderate_texts(runtime.prompt_classifier, policy, [t for _, t in texts]),
+                lambda: moderate_texts(enf.prompt_classifier, policy, [t for _, t in texts]),
                 timeout,
             )
             for (i, _), result in zip(texts, out, strict=True):
@@ -107,7 +108,7 @@ def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep)
             out = run_stage(
                 runtime.executor,
                 "image_classifier",
-                lambda: moderate_images(runtime.image_classifier, policy, [im for _, im in images]),
+                lambda: moderate_images(enf.image_classifier, policy, [im for _, im in images]),
                 timeout,
             )
             for (i, _), result in zip(images, out, strict=True):
@@ -119,6 +120,6 @@ def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep)
     return {
         "id": "modr-" + uuid.uuid4().hex,
         "model": "gateway-moderation",
-        "policy_version": runtime.bundle.version,
+        "policy_version": enf.bundle.version,
         "results": results,
     }

@@ -12,7 +12,9 @@ from gateway.cli.common import load_settings, open_database, parse_facts
 from gateway.domain import INTENDED_USES
 
 policy_app = typer.Typer(
-    help="Validate, test and evaluate the policy bundle.", no_args_is_help=True
+    help="Validate, test and evaluate policy bundles; move versions between folders and the "
+    "database.",
+    no_args_is_help=True,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -105,6 +107,101 @@ def policy_evaluate(
     typer.echo(json.dumps({**verdict.to_json(), "policy_version": bundle.version}, indent=2))
     if verdict.decision != "allow":
         raise typer.Exit(3)
+
+
+@policy_app.command("import")
+def policy_import(
+    directory: Annotated[Path, typer.Argument(help="Bundle folder to propose.")],
+    author: Annotated[
+        str, typer.Option(help="Who proposes it (recorded as cli:<author>).")
+    ] = "operator",
+    note: Annotated[str | None, typer.Option(help="What changes and why.")] = None,
+) -> None:
+    """Import a bundle folder as a new DRAFT; it still needs review and a second approver."""
+    from gateway.audit.events import AuditLog
+    from gateway.audit.signing import load_or_create_signer
+    from gateway.policy.bundle import PolicyError, load_bundle
+    from gateway.policy.store import DRAFT, active_ref, insert_version
+
+    try:
+        bundle = load_bundle(directory)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(1) from None
+    settings = load_settings()
+    secret = settings.audit_signing_key
+    log = AuditLog(
+        load_or_create_signer(settings.data_dir, secret.get_secret_value() if secret else None),
+        settings.checkpoint_every,
+    )
+    who = f"cli:{author}"
+    with open_database(settings) as session:
+        ref = active_ref(session)
+        row = insert_version(
+            session,
+            bundle.files,
+            status=DRAFT,
+            principal=who,
+            base_version=ref.id if ref else None,
+            note=note or f"imported from {directory}",
+        )
+        log.append(
+            session,
+            "policy.draft_created",
+            {"version": row.id, "sha256": row.sha256, "status": DRAFT, "by": who, "source": "cli"},
+        )
+        out = {"draft_id": row.id, "status": DRAFT, "sha256": row.sha256}
+    typer.echo(json.dumps(out))
+
+
+@policy_app.command("export")
+def policy_export(
+    version: Annotated[int, typer.Argument(help="Policy version id.")],
+    directory: Annotated[Path, typer.Argument(help="Folder to write the bundle into.")],
+) -> None:
+    """Write a stored policy version's files to a folder (e.g. to review or re-import)."""
+    from gateway.errors import GatewayError
+    from gateway.policy.store import decode_files, get_row, write_files
+
+    with open_database(load_settings()) as session:
+        try:
+            row = get_row(session, version)
+        except GatewayError as exc:
+            raise typer.BadParameter(exc.message, param_hint="VERSION") from None
+        files, sha, status = decode_files(row.files), row.sha256, row.status
+    if directory.exists() and any(directory.iterdir()):
+        raise typer.BadParameter(f"{directory} is not empty", param_hint="DIRECTORY")
+    write_files(directory, files)
+    typer.echo(
+        json.dumps({"version": version, "status": status, "sha256": sha, "files": len(files)})
+    )
+
+
+@policy_app.command("versions")
+def policy_versions() -> None:
+    """List the stored policy versions, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gateway.policy.store import list_rows, version_json
+
+    with open_database(load_settings()) as session:
+        rows = [version_json(r) for r in list_rows(session)]
+    table = Table(title="policy versions")
+    for column in ("id", "state", "sha256", "authors", "approved by", "effective at", "note"):
+        table.add_column(column)
+    for v in rows:
+        table.add_row(
+            str(v["id"]),
+            v["state"],
+            v["sha256"][:12],
+            ", ".join(v["authors"]),
+            v["approved_by"] or "",
+            v["effective_at"] or "",
+            (v["note"] or "")[:60],
+        )
+    Console(width=200).print(table)
 
 
 @db_app.command("upgrade")

@@ -116,3 +116,31 @@ class PersonalData(Base):
     field: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     salt: Mapped[str] = mapped_column(String(64))
+
+
+class PolicyVersion(Base):
+    """A whole policy bundle: a draft while editable, immutable once submitted.
+
+    States: draft -> in_review -> published -> retired, or in_review -> rejected. A trigger
+    refuses changes to ``files``/``sha256`` once a version has left the draft state, and
+    refuses deletion.
+    """
+
+    __tablename__ = "policy_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    files: Mapped[str] = mapped_column(Text)  # canonical JSON {path: text}
+    base_version: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    authors: Mapped[list[Any]] = mapped_column(JSON)  # principal ids that wrote any file
+    created_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    submitted_by: Mapped[str | None] = mapped_column(String(120))
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(120))  # approver or rejecter
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)
+    effective_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -22,6 +22,8 @@ from gateway.generation.run import GenerationParams, run_pipeline
 from gateway.generation.worker import QueueFull
 from gateway.pipeline.request import DeliveredImage, GenerationRequest, GenerationResult
 from gateway.pipeline.stages import StageFailure, run_stage, wait_for
+from gateway.policy.active import Enforcement
+from gateway.policy.bundle import PolicyBundle
 from gateway.policy.content import judge_image, judge_text
 from gateway.policy.evaluate import evaluate_model
 from gateway.policy.schema import ModelEntry
@@ -43,8 +45,9 @@ class GenerationPipeline:
         self._rt = runtime
 
     # -- validation before anything is recorded -------------------------------------------
-    def _validate(self, principal: Principal, req: GenerationRequest) -> tuple[ModelEntry, str]:
-        bundle = self._rt.bundle
+    def _validate(
+        self, bundle: PolicyBundle, principal: Principal, req: GenerationRequest
+    ) -> tuple[ModelEntry, str]:
         entry = bundle.models.models.get(req.model)
         if entry is None:
             raise GatewayError(
@@ -78,9 +81,10 @@ class GenerationPipeline:
 
     # -- the flow -------------------------------------------------------------------------
     def generate(self, principal: Principal, req: GenerationRequest) -> GenerationResult:
-        entry, use = self._validate(principal, req)
         rt = self._rt
-        bundle = rt.bundle
+        enf = rt.policy.current()  # one policy version for the whole request
+        bundle = enf.bundle
+        entry, use = self._validate(bundle, principal, req)
         size = req.size or entry.sizes[0]
         width, height = (int(v) for v in size.split("x"))
         steps = req.steps or entry.steps.default
@@ -106,11 +110,25 @@ class GenerationPipeline:
             )
         )
 
-        record: dict[str, Any] = {"timings_ms": {}, "errors": [], "seed": seed}
+        record: dict[str, Any] = {
+            "timings_ms": {},
+            "errors": [],
+            "seed": seed,
+            "policy": {"version_id": enf.version_id, "sha256": bundle.version},
+            "tenant_facts": dict(principal.tenant_facts),
+        }
         timings: dict[str, float] = record["timings_ms"]
         try:
             result = self._run(
-                decision_id, principal, req, entry, use, width, height, steps, seed, record, timings
+                enf,
+                decision_id,
+                principal,
+                req,
+                entry,
+                use,
+                (width, height, steps, seed),
+                record,
+                timings,
             )
         except Denied as denied:
             denied.error.decision_id = decision_id
@@ -132,20 +150,19 @@ class GenerationPipeline:
 
     def _run(
         self,
+        enf: Enforcement,
         decision_id: str,
         principal: Principal,
         req: GenerationRequest,
         entry: ModelEntry,
         use: str,
-        width: int,
-        height: int,
-        steps: int,
-        seed: int,
+        shape: tuple[int, int, int, int],
         record: dict[str, Any],
         timings: dict[str, float],
     ) -> GenerationResult:
         rt = self._rt
-        bundle = rt.bundle
+        bundle = enf.bundle
+        width, height, steps, seed = shape
         timeout = rt.settings.stage_timeout_s
 
         # 1. licence × intended use × tenant facts
@@ -166,7 +183,7 @@ class GenerationPipeline:
             )
 
         # 2. is the model there and intact?
-        status = rt.models.status(req.model)
+        status = enf.models.status(req.model)
         record["model"] = {
             "id": req.model,
             "licence": entry.licence,
@@ -182,13 +199,13 @@ class GenerationPipeline:
                     param="model",
                 ),
             )
-        loaded = rt.models.get(req.model)
+        loaded = enf.models.get(req.model)
 
         # 3. prompt classifier (prompt and negative prompt), then content policy
         texts = [req.prompt] + ([req.negative_prompt] if req.negative_prompt else [])
         t0 = time.perf_counter()
         scores = run_stage(
-            rt.executor, "prompt_classifier", lambda: rt.prompt_classifier.classify(texts), timeout
+            rt.executor, "prompt_classifier", lambda: enf.prompt_classifier.classify(texts), timeout
         )
         timings["prompt_classifier"] = _ms(t0)
         if len(scores) != len(texts):
@@ -243,7 +260,7 @@ class GenerationPipeline:
         # 5. image classifiers, then per-image policy
         t0 = time.perf_counter()
         image_scores = run_stage(
-            rt.executor, "image_classifier", lambda: rt.image_classifier.classify(images), timeout
+            rt.executor, "image_classifier", lambda: enf.image_classifier.classify(images), timeout
         )
         timings["image_classifier"] = _ms(t0)
         if len(image_scores) != len(images):

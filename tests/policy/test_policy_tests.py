@@ -10,10 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
+from gateway.policy.active import PolicyTestsFailed
 from gateway.policy.bundle import load_bundle
 from gateway.policy.evaluate import evaluate_model
 from gateway.policy.policy_tests import run_policy_tests
-from gateway.runtime import PolicyTestsFailed, Runtime
+from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import REPO
 

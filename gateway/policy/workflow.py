@@ -1,0 +1,375 @@
+"""The policy workflow legal teams use: drafts, validation, tests, replay, four-eyes publishing.
+
+``PolicyService`` is what the HTTP routes (``api/policies.py``) and the console call. Every
+workflow action is an audit event in the same transaction as the change it records.
+
+States: ``draft`` (editable by legal editors) -> ``in_review`` (frozen, awaiting approval)
+-> ``published`` (in force from ``effective_at``) -> ``retired`` (a later version took over);
+``in_review`` -> ``rejected`` (with a reason). The approver must be a different principal
+from every author of the draft (``four_eyes_required``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gateway.db.engine import unit_of_work
+from gateway.db.models import PolicyVersion
+from gateway.domain import Principal, Role
+from gateway.errors import GatewayError
+from gateway.policy.active import PolicyTestsFailed, check_bundle
+from gateway.policy.bundle import PolicyBundle, PolicyError, bundle_version, parse_bundle
+from gateway.policy.policy_tests import run_policy_tests
+from gateway.policy.replay import replay_decisions
+from gateway.policy.store import (
+    DRAFT,
+    IN_REVIEW,
+    PUBLISHED,
+    REJECTED,
+    active_ref,
+    decode_files,
+    encode_files,
+    get_row,
+    insert_version,
+    list_rows,
+    now_utc,
+    retire_superseded,
+    version_json,
+)
+from gateway.runtime import Runtime
+
+MAX_FILES, MAX_FILE_BYTES = 200, 1_000_000
+
+
+def principal_id(principal: Principal) -> str:
+    """How a person appears in the workflow: their API key id (never the secret)."""
+    return f"key:{principal.key_id}"
+
+
+def _require(principal: Principal, role: Role, action: str) -> None:
+    if not principal.has(role):
+        raise GatewayError(403, "insufficient_role", f"{action} needs the {role.value} role")
+
+
+def _check_files(files: Mapping[str, str | None]) -> None:
+    if len(files) > MAX_FILES:
+        raise GatewayError(422, "invalid_files", f"at most {MAX_FILES} files", param="files")
+    for name, text in files.items():
+        if (
+            not name.endswith(".yaml")
+            or name.startswith(("/", "."))
+            or ".." in name.split("/")
+            or "\\" in name
+        ):
+            raise GatewayError(
+                422,
+                "invalid_files",
+                f"{name!r}: a file must be a relative path ending in .yaml",
+                param=f"files.{name}",
+            )
+        if text is not None and len(text.encode("utf-8")) > MAX_FILE_BYTES:
+            raise GatewayError(
+                422, "invalid_files", f"{name!r} is larger than 1 MB", param=f"files.{name}"
+            )
+
+
+def validation_json(files: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        parse_bundle(files)
+    except PolicyError as exc:
+        return {"valid": False, "errors": [i.to_json() for i in exc.issues]}
+    return {"valid": True, "errors": []}
+
+
+def tests_json(files: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        bundle = parse_bundle(files)
+        results = run_policy_tests(bundle)
+    except PolicyError as exc:
+        return {
+            "passed": False,
+            "total": 0,
+            "failed": 0,
+            "errors": [i.to_json() for i in exc.issues],
+            "cases": [],
+        }
+    failed = sum(not r.passed for r in results)
+    return {
+        "passed": failed == 0,
+        "total": len(results),
+        "failed": failed,
+        "errors": [],
+        "cases": [r.to_json() for r in results],
+    }
+
+
+def diff_files(a: Mapping[str, str], b: Mapping[str, str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name in sorted(set(a) | set(b)):
+        before, after = a.get(name), b.get(name)
+        if before == after:
+            continue
+        change = "added" if before is None else "removed" if after is None else "modified"
+        lines = difflib.unified_diff(
+            (before or "").splitlines(keepends=True),
+            (after or "").splitlines(keepends=True),
+            fromfile=f"a/{name}",
+            tofile=f"b/{name}",
+        )
+        out.append({"path": name, "change": change, "diff": "".join(lines)})
+    return out
+
+
+class PolicyService:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    # -- reading ---------------------------------------------------------------------------
+    def active(self) -> dict[str, Any]:
+        with unit_of_work(self._rt.sessions) as session:
+            ref = active_ref(session)
+            if ref is None:
+                raise GatewayError(404, "policy_version_not_found", "no policy version in force")
+            out = version_json(get_row(session, ref.id))
+        out["enforced_here"] = self._rt.policy.current().version_id
+        return out
+
+    def versions(self) -> list[dict[str, Any]]:
+        with unit_of_work(self._rt.sessions) as session:
+            return [version_json(row) for row in list_rows(session)]
+
+    def version(self, version_id: int) -> dict[str, Any]:
+        with unit_of_work(self._rt.sessions) as session:
+            return version_json(get_row(session, version_id), files=True)
+
+    def files(self, version_id: int) -> dict[str, str]:
+        with unit_of_work(self._rt.sessions) as session:
+            return decode_files(get_row(session, version_id).files)
+
+    def diff(self, a: int, b: int) -> dict[str, Any]:
+        return {"a": a, "b": b, "files": diff_files(self.files(a), self.files(b))}
+
+    # -- drafts ----------------------------------------------------------------------------
+    def create_draft(
+        self,
+        principal: Principal,
+        base_version: int | None,
+        files: Mapping[str, str | None] | None,
+        note: str | None,
+    ) -> dict[str, Any]:
+        _require(principal, Role.LEGAL_EDITOR, "creating a draft")
+        _check_files(files or {})
+        who = principal_id(principal)
+        with unit_of_work(self._rt.sessions) as session:
+            if base_version is None:
+                ref = active_ref(session)
+                base_version = ref.id if ref is not None else None
+            base = decode_files(get_row(session, base_version).files) if base_version else {}
+            merged = _overlay(base, files or {})
+            row = insert_version(
+                session,
+                merged,
+                status=DRAFT,
+                principal=who,
+                base_version=base_version,
+                note=note,
+            )
+            self._event(session, principal, "policy.draft_created", row, {"base": base_version})
+            return self._draft_json(row, merged)
+
+    def update_draft(
+        self,
+        principal: Principal,
+        draft_id: int,
+        files: Mapping[str, str | None],
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        _require(principal, Role.LEGAL_EDITOR, "editing a draft")
+        _check_files(files)
+        who = principal_id(principal)
+        with unit_of_work(self._rt.sessions) as session:
+            row = self._draft(session, draft_id)
+            merged = _overlay(decode_files(row.files), files)
+            row.files = encode_files(merged)
+            row.sha256 = bundle_version(merged)
+            row.updated_at = now_utc()
+            if note is not None:
+                row.note = note
+            if who not in row.authors:
+                row.authors = [*row.authors, who]
+            self._event(session, principal, "policy.draft_updated", row, {"files": sorted(files)})
+            return self._draft_json(row, merged)
+
+    def validate(self, draft_id: int) -> dict[str, Any]:
+        return validation_json(self.files(draft_id))
+
+    def test(self, draft_id: int) -> dict[str, Any]:
+        return tests_json(self.files(draft_id))
+
+    def replay(
+        self, principal: Principal, draft_id: int, limit: int, since: datetime | None = None
+    ) -> dict[str, Any]:
+        _require(principal, Role.LEGAL_EDITOR, "replaying a draft")
+        files = self.files(draft_id)
+        try:
+            bundle = parse_bundle(files)
+        except PolicyError as exc:
+            raise GatewayError(
+                422,
+                "policy_invalid",
+                "the draft does not validate; fix it before replaying",
+                extra={"errors": [i.to_json() for i in exc.issues]},
+            ) from None
+        with unit_of_work(self._rt.sessions) as session:
+            return replay_decisions(session, bundle, limit=limit, since=since)
+
+    # -- review ----------------------------------------------------------------------------
+    def submit(self, principal: Principal, draft_id: int) -> dict[str, Any]:
+        _require(principal, Role.LEGAL_EDITOR, "submitting a draft")
+        with unit_of_work(self._rt.sessions) as session:
+            row = self._draft(session, draft_id)
+            files = decode_files(row.files)
+            _ready(files)
+            row.status = IN_REVIEW
+            row.submitted_by = principal_id(principal)
+            row.submitted_at = now_utc()
+            row.updated_at = row.submitted_at
+            self._event(session, principal, "policy.submitted", row, {})
+            return version_json(row)
+
+    def approve(
+        self, principal: Principal, draft_id: int, effective_at: datetime | None = None
+    ) -> dict[str, Any]:
+        _require(principal, Role.LEGAL_APPROVER, "approving a policy version")
+        who = principal_id(principal)
+        with unit_of_work(self._rt.sessions) as session:
+            row = self._in_review(session, draft_id)
+            if who in row.authors or who == row.submitted_by:
+                raise GatewayError(
+                    403,
+                    "four_eyes_required",
+                    "the approver must be a different person from every author of the draft",
+                )
+            _ready(decode_files(row.files))
+            at = now_utc()
+            row.status = PUBLISHED
+            row.decided_by = who
+            row.decided_at = at
+            row.updated_at = at
+            row.effective_at = max(effective_at, at) if effective_at is not None else at
+            self._event(
+                session,
+                principal,
+                "policy.published",
+                row,
+                {"effective_at": row.effective_at.isoformat()},
+            )
+            ref = active_ref(session, at)
+            if ref is not None and ref.id == row.id:
+                retire_superseded(session, ref, at)
+            out = version_json(row)
+        self._rt.policy.refresh()  # this replica switches now; the others within seconds
+        return out
+
+    def reject(self, principal: Principal, draft_id: int, reason: str) -> dict[str, Any]:
+        _require(principal, Role.LEGAL_APPROVER, "rejecting a policy version")
+        if not reason.strip():
+            raise GatewayError(422, "invalid_reason", "a rejection needs a reason", param="reason")
+        with unit_of_work(self._rt.sessions) as session:
+            row = self._in_review(session, draft_id)
+            at = now_utc()
+            row.status = REJECTED
+            row.decided_by = principal_id(principal)
+            row.decided_at = at
+            row.updated_at = at
+            row.reason = reason
+            self._event(session, principal, "policy.rejected", row, {"reason": reason})
+            return version_json(row)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _draft(self, session: Session, draft_id: int) -> PolicyVersion:
+        row = get_row(session, draft_id)
+        if row.status != DRAFT:
+            raise GatewayError(
+                409,
+                "policy_version_not_draft",
+                f"policy version {draft_id} is {row.status}, not an editable draft",
+            )
+        return row
+
+    def _in_review(self, session: Session, draft_id: int) -> PolicyVersion:
+        row = get_row(session, draft_id)
+        if row.status != IN_REVIEW:
+            raise GatewayError(
+                409,
+                "policy_version_not_in_review",
+                f"policy version {draft_id} is {row.status}; only submitted drafts can be "
+                "approved or rejected",
+            )
+        return row
+
+    def _draft_json(self, row: PolicyVersion, files: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "draft_id": row.id,
+            **version_json(row),
+            "validation": validation_json(files),
+        }
+
+    def _event(
+        self,
+        session: Session,
+        principal: Principal,
+        kind: str,
+        row: PolicyVersion,
+        extra: dict[str, Any],
+    ) -> None:
+        session.flush()
+        self._rt.audit.append(
+            session,
+            kind,
+            {
+                "version": row.id,
+                "sha256": row.sha256,
+                "status": row.status,
+                "by": principal_id(principal),
+                **extra,
+            },
+            tenant_id=principal.tenant_id,
+        )
+
+
+def _overlay(base: Mapping[str, str], files: Mapping[str, str | None]) -> dict[str, str]:
+    merged = dict(base)
+    for name, text in files.items():
+        if text is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = text
+    return merged
+
+
+def _ready(files: Mapping[str, str]) -> PolicyBundle:
+    """A bundle may leave the draft state only when it validates and its own tests pass."""
+    try:
+        bundle = parse_bundle(files)
+        check_bundle(bundle)
+    except PolicyError as exc:
+        raise GatewayError(
+            422,
+            "policy_invalid",
+            "the draft does not validate: " + "; ".join(str(i) for i in exc.issues[:5]),
+            extra={"errors": [i.to_json() for i in exc.issues]},
+        ) from None
+    except PolicyTestsFailed as exc:
+        raise GatewayError(
+            422,
+            "policy_tests_failed",
+            f"{len(exc.failed)} of the draft's policy tests fail",
+            extra={"failures": [r.to_json() for r in exc.failed]},
+        ) from None
+    return bundle
