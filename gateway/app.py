@@ -7,7 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import admin, audit, audit_trail, health, images, models, moderations, policy
+from gateway.api import (
+    admin,
+    audit,
+    audit_trail,
+    health,
+    images,
+    models,
+    moderations,
+    policies,
+    policy,
+)
 from gateway.api.errors import install_error_handlers
 from gateway.console import console_router
 from gateway.runtime import Runtime, build_runtime
@@ -42,6 +52,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         audit.router,
         audit_trail.router,
         policy.router,
+        policies.router,
         admin.router,
     ):
         app.include_router(router)
