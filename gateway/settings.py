@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="FULL: commits survive power loss; NORMAL: faster, survive process crashes",
     )
     checkpoint_every: int = Field(default=1000, ge=0, description="0: only on demand")
+    policy_refresh_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often a replica checks for a newly published policy version (0: never)",
+    )
     key_pepper: SecretStr | None = Field(
         default=None, description="Optional secret mixed into API key hashes"
     )
