@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.console import audit_pages, auth_pages
+from gateway.console import audit_pages, auth_pages, draft_pages, policy_pages
 from gateway.console.web import Console
 from gateway.settings import Settings
 
@@ -16,6 +16,6 @@ from gateway.settings import Settings
 def console_router(settings: Settings) -> APIRouter:
     console = Console(settings)
     router = APIRouter()
-    for pages in (auth_pages, audit_pages):
+    for pages in (auth_pages, audit_pages, policy_pages, draft_pages):
         router.include_router(pages.routes(console))
     return router

@@ -41,7 +41,7 @@ SECURITY_HEADERS = {
 
 # Who may use what; admins pass every check (Principal.has).
 AUDIT_ROLES = (Role.AUDITOR,)
-POLICY_READ_ROLES = (Role.LEGAL_EDITOR, Role.LEGAL_APPROVER)
+POLICY_READ_ROLES = (Role.LEGAL_EDITOR, Role.LEGAL_APPROVER, Role.AUDITOR)
 NAV: tuple[tuple[str, str, tuple[Role, ...]], ...] = (
     ("Decisions", "/console/audit/decisions", AUDIT_ROLES),
     ("Verify trail", "/console/audit/verify", AUDIT_ROLES),

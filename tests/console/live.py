@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from playwright.sync_api import Page, expect
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -52,3 +53,12 @@ def chromium_path() -> str:
             "the console's browser tests must run, not skip"
         )
     return str(CHROMIUM)
+
+
+def sign_in(page: Page, base: str, key: str) -> None:
+    """Open the console, get sent to the sign-in form, sign in with ``key``."""
+    page.goto(f"{base}/console")
+    expect(page).to_have_url(f"{base}/console/login?next=/console")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()

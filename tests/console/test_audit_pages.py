@@ -130,7 +130,7 @@ def test_verify_the_trail(
     assert "Verify now" in console.get("/console/audit/verify").text
     r = console.get("/console/audit/verify", params={"run": "true"})
     assert r.status_code == 200
-    assert "Intact" in r.text and "audit trail intact: 6 events" in r.text
+    assert "Intact" in r.text and "audit trail intact: " in r.text
 
 
 def test_downloads_csv_jsonl_and_pdf(

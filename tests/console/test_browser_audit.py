@@ -4,41 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from gateway.app import create_app
 from gateway.domain import Role
-from gateway.runtime import Runtime
 from tests.conftest import KeyFactory, auth
 from tests.console.conftest import BODY
-from tests.console.live import chromium_path, serve
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = chromium_path()
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def live(runtime: Runtime) -> Iterator[str]:
-    with serve(create_app(runtime.settings, runtime)) as url:
-        yield url
-
-
-def sign_in(page: Page, base: str, key: str) -> None:
-    page.goto(f"{base}/console")
-    expect(page).to_have_url(f"{base}/console/login?next=/console")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+from tests.console.live import sign_in
 
 
 def test_auditor_searches_opens_verifies_and_downloads(
