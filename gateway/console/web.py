@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
@@ -115,6 +116,8 @@ class Console:
                         response = console.error_page(request, exc.status, exc.message, exc.title)
                     except GatewayError as exc:
                         response = console.error_page(request, exc.status, exc.message)
+                    except RequestValidationError as exc:
+                        response = console.error_page(request, 422, _invalid(exc), "Bad request")
                     response.headers.update(SECURITY_HEADERS)
                     return response
 
@@ -200,3 +203,11 @@ def text_field(form: FormData, name: str) -> str:
     """A form field as text ('' when absent or a file)."""
     value = form.get(name)
     return value if isinstance(value, str) else ""
+
+
+def _invalid(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
+    return "; ".join(parts) or "the request is not valid"
