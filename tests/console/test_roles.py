@@ -52,3 +52,12 @@ def test_pages_and_navigation_follow_roles(
         assert r.status_code == 403, path
         assert "needs the" in r.text and "<html" in r.text  # the HTML 403 page
         assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_malformed_addresses_get_an_html_error_page(
+    console: TestClient, make_key: KeyFactory
+) -> None:
+    signed_in(console, make_key(Role.ADMIN))
+    r = console.get("/console/policies/versions/abc")
+    assert r.status_code == 422 and "<html" in r.text and "version_id" in r.text
+    assert r.headers["x-frame-options"] == "DENY"
