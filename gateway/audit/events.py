@@ -23,9 +23,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, insert, inspect, select, update
+from sqlalchemy import JSON, Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.audit.canonical import canonical_json
@@ -64,19 +64,30 @@ _SET_HEAD = (
 
 
 def insert_many(conn: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
-    """INSERT the rows in as few statements as the database allows.
+    """INSERT the rows, in the transaction open on ``conn``, in as few steps as possible.
 
-    On PostgreSQL, asking for RETURNING makes SQLAlchemy send multi-row ``VALUES`` batches
-    ("insertmanyvalues") instead of one INSERT per row; SQLite's executemany is already a
-    loop inside the driver.
+    PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg encodes the rows in C; an executemany
+    costs a pipelined statement per row). SQLite: executemany, a loop inside the driver.
     """
     if not rows:
         return
-    statement = insert(model)
-    if conn.dialect.name == "postgresql":
-        conn.execute(statement.returning(inspect(model).primary_key[0]), rows).close()
-    else:
-        conn.execute(statement, rows)
+    if conn.dialect.name != "postgresql" or len(rows) == 1:
+        conn.execute(insert(model), rows)
+        return
+    table = cast(Table, model.__table__)
+    names = list(rows[0])
+    as_json = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    quote = conn.dialect.identifier_preparer.quote
+    copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+    raw: Any = conn.connection.dbapi_connection  # the psycopg connection, same transaction
+    with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[n]) if n in as_json and row[n] is not None else row[n]
+                    for n in names
+                ]
+            )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
     python -m tests.audit.append_worker URL NAME DECISIONS THREADS GO_FILE
 
-Waits for GO_FILE to exist (so that both processes start together), then writes DECISIONS
+Says it is ready (GO_FILE.NAME.ready), waits for GO_FILE to exist (so that both processes
+start together), then writes DECISIONS
 decisions through the gateway's own DecisionWriter from THREADS threads, plus one plain
 ``AuditLog.append`` per ten decisions, and prints a line of JSON with what it wrote.
 """
@@ -33,6 +34,7 @@ def main(url: str, name: str, decisions: int, threads: int, go_file: str) -> Non
     writer = DecisionWriter(engine, log)
     counter = itertools.count()
     errors: list[BaseException] = []
+    Path(f"{go_file}.{name}.ready").touch()
     while not Path(go_file).exists():
         time.sleep(0.01)
 
@@ -64,6 +66,7 @@ def main(url: str, name: str, decisions: int, threads: int, go_file: str) -> Non
         except BaseException as exc:
             errors.append(exc)
 
+    started = time.time()
     workers = [threading.Thread(target=client) for _ in range(threads)]
     for t in workers:
         t.start()
@@ -72,7 +75,8 @@ def main(url: str, name: str, decisions: int, threads: int, go_file: str) -> Non
     engine.dispose()
     if errors:
         raise errors[0]
-    print(json.dumps({"name": name, "batches": writer.batches, "writes": writer.writes}))
+    summary = {"name": name, "batches": writer.batches, "writes": writer.writes}
+    print(json.dumps({**summary, "started": started, "ended": time.time()}))
 
 
 if __name__ == "__main__":
