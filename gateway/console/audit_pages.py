@@ -13,15 +13,17 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from gateway.api.audit import audit_filters, export_decisions
 from gateway.audit.decisions import OUTCOMES, decision_json
 from gateway.audit.search import DecisionFilters, FilterError, iso_utc, search_decisions
 from gateway.audit.verify import verify_trail
-from gateway.console.web import AUDIT_ROLES, Console, PageError, Visitor
+from gateway.console.web import AUDIT_ROLES, POLICY_READ_ROLES, Console, PageError, Visitor
 from gateway.db.engine import unit_of_work
-from gateway.db.models import Decision
+from gateway.db.models import Decision, PolicyVersion
 from gateway.domain import CATEGORIES, INTENDED_USES, Role
 from gateway.errors import GatewayError
 
@@ -67,6 +69,16 @@ def _row(decision: Decision) -> dict[str, Any]:
         "categories": [c for c in (decision.categories or "").split(",") if c],
         "policy_version": decision.policy_version,
     }
+
+
+def _published_version(session: Session, sha256: str) -> int | None:
+    """The id of the published (or since retired) policy version with this content hash."""
+    return session.scalar(
+        select(PolicyVersion.id)
+        .where(PolicyVersion.sha256 == sha256, PolicyVersion.status.in_(("published", "retired")))
+        .order_by(PolicyVersion.id.desc())
+        .limit(1)
+    )
 
 
 def routes(console: Console) -> APIRouter:
@@ -127,10 +139,16 @@ def routes(console: Console) -> APIRouter:
             if row is None or not visible:
                 raise PageError(404, f"There is no decision {decision_id!r} you may see.")
             record = decision_json(row)
+            version_id = (
+                _published_version(session, row.policy_version)
+                if visitor.can(*POLICY_READ_ROLES)
+                else None
+            )
         return console.render(
             request,
             "decision.html",
             d=record,
+            version_id=version_id,
             raw=json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True),
         )
 

@@ -104,6 +104,7 @@ def test_one_decision_shows_prompt_scores_licence_rights_and_policy(
     assert "content.sexual.terms:naked" in r.text
     assert 'class="flagged"><td>sexual</td>' in r.text
     assert decisions["policy"] in r.text
+    assert '<a href="/console/policies/versions/1">version 1</a>' in r.text
     r = console.get(f"/console/audit/decisions/{decisions['allowed']}")
     assert "a lighthouse at dusk" in r.text and "apache-2.0" in r.text
     assert "commercial_use" in r.text  # rights
