@@ -92,7 +92,11 @@ class Models:
 
 
 def load_models(settings: Settings) -> Models:
-    encoder = MiniLMEncoder(settings.prompt_encoder_dir)
+    encoder = MiniLMEncoder(
+        settings.prompt_encoder_dir,
+        backend=settings.prompt_encoder_backend,
+        onnx_cache_dir=settings.data_dir / "cache",
+    )
     nsfw = OpenNsfwDetector() if settings.nsfw_detector else None
     path = settings.prompt_head or default_head_path()
     head = PromptHead.load(path) if path.is_file() else None

