@@ -41,6 +41,19 @@ def annotate(text: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"n": i, "text": line, "errors": by_line.get(i, [])} for i, line in enumerate(lines, 1)]
 
 
+def refusal_details(exc: GatewayError, most: int = 10) -> list[str]:
+    """What a refusal names: the validation errors or failing tests, one line each."""
+    lines: list[str] = []
+    for error in exc.extra.get("errors", []):
+        where = f"{error.get('file')}:{error['line']}" if error.get("line") else error.get("file")
+        lines.append(f"{where}: {_message(error)}")
+    for case in exc.extra.get("failures", []):
+        lines.append(
+            f"{case.get('file')}: {case.get('name')}: {'; '.join(case.get('failures', []))}"
+        )
+    return lines[:most]
+
+
 def _message(error: dict[str, Any]) -> str:
     path = error.get("path")
     return f"{path}: {error['message']}" if path else str(error["message"])
@@ -87,7 +100,13 @@ def routes(console: Console) -> APIRouter:
             await run_in_threadpool(action, PolicyService(visitor.runtime), form)
         except GatewayError as exc:
             return version_page(
-                console, request, visitor, draft_id, status=exc.status, error=exc.message
+                console,
+                request,
+                visitor,
+                draft_id,
+                status=exc.status,
+                error=exc.message,
+                details=refusal_details(exc),
             )
         return to_version(draft_id, done)
 

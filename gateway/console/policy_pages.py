@@ -54,6 +54,7 @@ def version_page(
     *,
     status: int = 200,
     error: str | None = None,
+    details: list[str] | None = None,
 ) -> Response:
     """One version: its facts, files and the actions open to this visitor in its state."""
     version = PolicyService(visitor.runtime).version(version_id)
@@ -64,6 +65,7 @@ def version_page(
         status=status,
         v=version,
         error=error,
+        details=details or [],
         done=DONE.get(request.query_params.get("done", "")),
         can_edit=state == "draft" and visitor.can(Role.LEGAL_EDITOR),
         can_test=state == "draft",

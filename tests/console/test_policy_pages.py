@@ -203,3 +203,23 @@ def test_actions_need_their_role(
     page = console.get(f"/console/policies/versions/{draft}")
     assert page.status_code == 200
     assert ("Submit for approval" in page.text) == (Role.LEGAL_EDITOR in roles)
+
+
+def test_submitting_an_invalid_draft_is_refused_with_its_errors(
+    console: TestClient, runtime: Runtime, make_key: KeyFactory
+) -> None:
+    signed_in(console, make_key(Role.LEGAL_EDITOR))
+    draft = _new_draft(console)
+    original = PolicyService(runtime).version(draft)["files"]["content.yaml"]
+    match = THRESHOLD.search(original)
+    assert match
+    line = original[: match.start(4)].count("\n") + 1
+    _save(
+        console, draft, "content.yaml", original[: match.start(4)] + "7" + original[match.end(4) :]
+    )
+    version_path = f"/console/policies/versions/{draft}"
+    status, html = _post(console, f"/console/policies/drafts/{draft}/submit", version_path)
+    assert status == 422 and "does not validate" in html
+    details = re.search(r'<ul class="error" id="action-details">(.*?)</ul>', html, re.S)
+    assert details and f"content.yaml:{line}: categories." in details.group(1)
+    assert PolicyService(runtime).version(draft)["status"] == "draft"
