@@ -169,20 +169,39 @@ def _onnx_session(
             dynamo=False,
         )
 
+    def export_fused(path: Path) -> None:
+        """Export, then fuse BERT's bias+GELU and skip+LayerNorm (ONNX Runtime's optimiser)."""
+        raw = path.with_name(path.name + ".raw")
+        export(raw)
+        try:
+            from onnxruntime.transformers import optimizer
+
+            fused = optimizer.optimize_model(
+                str(raw), model_type="bert", num_heads=0, hidden_size=0, opt_level=1
+            )
+            fused.save_model_to_file(str(path))
+            raw.unlink()
+        except Exception as exc:  # the unfused graph computes the same, a little slower
+            log.warning("could not fuse the exported prompt encoder (%s)", exc)
+            raw.replace(path)
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between operators: on a small shared CPU spinning threads steal the
+    # cores that request handling and the other classifiers need
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if cache_dir is not None and sha is not None:
-        path = cache_dir / f"minilm-{sha[:16]}.onnx"
+        path = cache_dir / f"minilm-{sha[:16]}-fused.onnx"
         if not path.is_file():
             cache_dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial")
-            export(partial)
+            export_fused(partial)
             partial.replace(path)  # atomic: a crashed export never leaves a bad file behind
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "minilm.onnx"
-        export(path)
+        export_fused(path)
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
