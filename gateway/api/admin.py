@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import Admin, RuntimeDep
 from gateway.api.schemas import IntendedUse
-from gateway.auth.keys import create_key
+from gateway.auth.keys import create_key, revoke_key
 from gateway.auth.tenants import (
     TenantExists,
     TenantNotFound,
@@ -97,3 +97,19 @@ def post_key(body: KeyBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
         "key": created.secret,
         "roles": sorted(set(body.roles)),
     }
+
+
+@router.delete("/v1/admin/keys/{key_id}")
+def delete_key(key_id: str, principal: Admin, runtime: RuntimeDep) -> dict[str, Any]:
+    """Revoke a key: the next request (API or console) made with it is refused."""
+    with unit_of_work(runtime.sessions) as session:
+        revoked = revoke_key(session, key_id)
+        if revoked is None:
+            raise GatewayError(404, "key_not_found", f"no API key {key_id!r}", param="key_id")
+        runtime.audit.append(
+            session,
+            "key.revoked",
+            {"key_id": key_id, "by": f"key:{principal.key_id}"},
+            tenant_id=principal.tenant_id,
+        )
+    return {"id": key_id, "revoked": True, "revoked_at": revoked.isoformat()}

@@ -114,5 +114,16 @@ def authenticate(session: Session, raw: str, pepper: str = "") -> Principal | No
     )
 
 
+def revoke_key(session: Session, key_id: str) -> datetime | None:
+    """Revoke a key at once (idempotent); None when no such key exists."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        return None
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        session.flush()
+    return row.revoked_at
+
+
 def count_keys(session: Session) -> int:
     return len(session.scalars(select(ApiKey.id)).all())

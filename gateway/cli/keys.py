@@ -10,7 +10,7 @@ import typer
 from gateway.cli.common import key_pepper, load_settings, open_database, parse_facts
 from gateway.domain import INTENDED_USES, Role
 
-keys_app = typer.Typer(help="Create API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants and the facts licences depend on.", no_args_is_help=True)
 
 
@@ -51,6 +51,29 @@ def keys_create(
         err=True,
     )
     typer.echo(created.secret)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after gk_, before _).")],
+) -> None:
+    """Revoke a key at once: its next API or console request is refused."""
+    from gateway.audit.events import AuditLog
+    from gateway.audit.signing import load_or_create_signer
+    from gateway.auth.keys import revoke_key
+
+    settings = load_settings()
+    secret = settings.audit_signing_key
+    log = AuditLog(
+        load_or_create_signer(settings.data_dir, secret.get_secret_value() if secret else None),
+        settings.checkpoint_every,
+    )
+    with open_database(settings) as session:
+        revoked = revoke_key(session, key_id)
+        if revoked is None:
+            raise typer.BadParameter(f"no API key {key_id!r}", param_hint="KEY_ID")
+        log.append(session, "key.revoked", {"key_id": key_id, "by": "cli"})
+    typer.echo(json.dumps({"id": key_id, "revoked": True, "revoked_at": revoked.isoformat()}))
 
 
 FactOption = Annotated[

@@ -44,6 +44,7 @@ POLICY_OUTCOMES = ("licence_denied", "prompt_blocked", "model_not_registered")
 @dataclass(frozen=True)
 class Recorded:
     id: str
+    tenant_id: str
     outcome: str
     model_id: str
     intended_use: str | None
@@ -176,6 +177,7 @@ def recorded_decisions(session: Session, limit: int, since: datetime | None) -> 
     query = (
         select(
             Decision.id,
+            Decision.tenant_id,
             Decision.outcome,
             Decision.model_id,
             Decision.intended_use,
@@ -191,6 +193,7 @@ def recorded_decisions(session: Session, limit: int, since: datetime | None) -> 
     for row in session.execute(query.execution_options(yield_per=2000)):
         yield Recorded(
             id=row.id,
+            tenant_id=row.tenant_id,
             outcome=row.outcome or "aborted",
             model_id=row.model_id,
             intended_use=row.intended_use,
@@ -200,8 +203,16 @@ def recorded_decisions(session: Session, limit: int, since: datetime | None) -> 
 
 
 def replay_decisions(
-    session: Session, draft: PolicyBundle, *, limit: int, since: datetime | None = None
+    session: Session,
+    draft: PolicyBundle,
+    *,
+    limit: int,
+    since: datetime | None = None,
+    list_tenant: str | None = None,
 ) -> dict[str, Any]:
+    """Replay the last ``limit`` decisions of every tenant (policy is global); the counts
+    cover them all, but only decisions of ``list_tenant`` are listed (None: every tenant's),
+    so a tenant's legal editor never sees another tenant's decisions or matched terms."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
     replayer = Replayer(session, draft)
@@ -216,7 +227,7 @@ def replay_decisions(
         changed += 1
         transition = f"{d.outcome} -> {after}"
         by_transition[transition] = by_transition.get(transition, 0) + 1
-        if len(changes) < MAX_LISTED:
+        if len(changes) < MAX_LISTED and list_tenant in (None, d.tenant_id):
             changes.append(
                 {"decision_id": d.id, "before": d.outcome, "after": after, "reasons": reasons}
             )
@@ -226,5 +237,6 @@ def replay_decisions(
         "by_transition": by_transition,
         "changes": changes,
         "changes_listed": len(changes),
+        "changes_scope": "all tenants" if list_tenant is None else "your tenant",
         "draft_sha256": draft.version,
     }

@@ -226,7 +226,13 @@ class PolicyService:
                 extra={"errors": [i.to_json() for i in exc.issues]},
             ) from None
         with unit_of_work(self._rt.sessions) as session:
-            return replay_decisions(session, bundle, limit=limit, since=since)
+            return replay_decisions(
+                session,
+                bundle,
+                limit=limit,
+                since=since,
+                list_tenant=None if Role.ADMIN in principal.roles else principal.tenant_id,
+            )
 
     # -- review ----------------------------------------------------------------------------
     def submit(self, principal: Principal, draft_id: int) -> dict[str, Any]:

@@ -259,3 +259,20 @@ def test_every_replica_switches_and_a_schedule_is_kept(
         time.sleep(0.1)
     assert a.policy.current().version_id == b.policy.current().version_id == draft_id
     assert datetime.now(UTC) >= when
+
+
+def test_replay_counts_every_tenant_but_lists_only_the_callers(
+    client: TestClient, make_key: KeyFactory
+) -> None:
+    other = make_key(Role.REQUESTER, tenant="globex")
+    assert client.post("/v1/images/generations", json=BODY, headers=auth(other)).status_code == 200
+    editor, admin = make_key(Role.LEGAL_EDITOR), make_key(Role.ADMIN)
+    draft_id, _ = _draft(client, editor)
+    url = f"/v1/policies/drafts/{draft_id}/replay"
+    mine = client.post(url, json={"limit": 10}, headers=auth(editor)).json()
+    assert (mine["evaluated"], mine["changed"], mine["changes"]) == (1, 1, [])
+    assert mine["changes_scope"] == "your tenant"
+    everyone = client.post(url, json={"limit": 10}, headers=auth(admin)).json()
+    assert everyone["changes_scope"] == "all tenants" and len(everyone["changes"]) == 1
+    r = client.post(url, json={"limit": 0}, headers=auth(editor))
+    assert r.status_code == 422
