@@ -71,7 +71,7 @@ def insert_many(conn: Connection, model: type[Base], rows: list[dict[str, Any]])
     """
     if not rows:
         return
-    if conn.dialect.name != "postgresql" or len(rows) == 1:
+    if conn.dialect.name != "postgresql" or len(rows) < 8:  # COPY costs 2 round trips
         conn.execute(insert(model), rows)
         return
     table = cast(Table, model.__table__)

@@ -95,14 +95,15 @@ _CLOSE = (
 )
 
 
-# PostgreSQL: every close of a batch in one statement, the values passed as arrays
+# PostgreSQL: every close of a batch in one statement, the values passed as arrays (%b: in
+# binary, so psycopg need not escape each JSON text into an array literal)
 _PG_CLOSE = """
 UPDATE decisions AS d SET status = 'closed', outcome = v.outcome,
   http_status = v.http_status, error_code = v.error_code, closed_at = v.closed_at,
   record = v.record::json, categories = v.categories
-FROM unnest(%(id)s::text[], %(outcome)s::text[], %(http_status)s::int[],
-            %(error_code)s::text[], %(closed_at)s::timestamptz[], %(record)s::text[],
-            %(categories)s::text[])
+FROM unnest(%(id)b::text[], %(outcome)b::text[], %(http_status)b::int[],
+            %(error_code)b::text[], %(closed_at)b::timestamptz[], %(record)b::text[],
+            %(categories)b::text[])
   AS v(id, outcome, http_status, error_code, closed_at, record, categories)
 WHERE d.id = v.id AND d.status = 'open'
 """
