@@ -209,7 +209,7 @@ def _load_active_bundle(
         if ref is None:
             seed = load_bundle(settings.policy_dir)
             check_bundle(seed)
-            import_seed(session, audit, seed)
+            import_seed(session, seed)
             ref = active_ref(session)
         if ref is None:  # pragma: no cover - a version published in the future only
             raise RuntimeError("no policy version is in force")

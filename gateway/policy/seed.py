@@ -7,7 +7,6 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit.events import AuditLog
 from gateway.db.models import AuditHead, PolicyVersion
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.store import (
@@ -22,11 +21,15 @@ from gateway.policy.store import (
 log = logging.getLogger(__name__)
 
 
-def import_seed(session: Session, audit: AuditLog, bundle: PolicyBundle) -> bool:
+def import_seed(session: Session, bundle: PolicyBundle) -> bool:
     """Publish ``bundle`` when the database has never had a published version.
 
     Replicas starting together serialise on the audit head row (the same lock every audit
     append takes), so exactly one imports it. Returns True when this call did.
+
+    The import is a bootstrap, not a person's workflow action, so it is not an audit event:
+    the row itself (``created_by``/``decided_by`` = ``system:seed``) and every decision's
+    ``policy_version`` record it. Every later change is an event (see ``workflow.py``).
     """
     session.execute(select(AuditHead.seq).where(AuditHead.id == 1).with_for_update())
     if session.scalar(select(PolicyVersion.id).where(PolicyVersion.status != DRAFT).limit(1)):
@@ -44,11 +47,6 @@ def import_seed(session: Session, audit: AuditLog, bundle: PolicyBundle) -> bool
     row.decided_by = SEED_PRINCIPAL
     row.decided_at = at
     row.effective_at = at
-    audit.append(
-        session,
-        "policy.published",
-        {"version": row.id, "sha256": bundle.version, "by": SEED_PRINCIPAL, "seed": True},
-    )
     log.info("imported the seed policy bundle as version %d (%s)", row.id, bundle.version[:12])
     return True
 

@@ -47,7 +47,9 @@ def test_editor_drafts_tests_replays_submits_and_another_person_approves(
     # just under what this prompt scored: the draft would block it for violence
     x = f"{max(0.0, score - 0.0001):.4f}"
 
-    editor_key = make_key(Role.LEGAL_EDITOR, Role.LEGAL_APPROVER, tenant="legal")
+    # the editor works for the tenant whose traffic the replay lists (policy is global, but a
+    # non-admin sees only their own tenant's decisions)
+    editor_key = make_key(Role.LEGAL_EDITOR, Role.LEGAL_APPROVER)
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, live, editor_key)
