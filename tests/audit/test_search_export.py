@@ -19,6 +19,7 @@ from gateway.audit.export import COLUMNS, export_chunks
 from gateway.audit.report import aggregate, write_pdf_report
 from gateway.audit.search import (
     DecisionFilters,
+    iso_utc,
     iter_decision_batches,
     iter_decisions,
 )
@@ -346,3 +347,55 @@ def test_export_reads_every_image_of_a_record_past_the_packed_paths(
     row = json.loads(line)
     assert row["image_sha256s"] == [i["sha256"] for i in images]
     assert row["licence_decision"] == "deny" and row["decided_seq"] > row["received_seq"]
+
+
+def test_csv_lines_match_the_csv_module() -> None:
+    from gateway.audit.export import _csv_row, csv_chunks
+
+    plain = ["x", "", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "naïve ✓", " padded "]
+    objects: list[Any] = [None, {}, {"a": 1}, {"k": 'q"uote', "n": [1, 2]}, {"s": "x\ny"}]
+    lists = ("flagged_categories", "image_sha256s", "image_actions")
+    rows = []
+    for i in range(len(plain) * len(objects)):
+        text = plain[i % len(plain)]
+        row: dict[str, Any] = {c: text for c in COLUMNS}
+        row.update({c: [text, "b"][: i % 3] for c in lists})
+        row["category_scores"] = objects[i % len(objects)]
+        row["rights"] = objects[(i + 1) % len(objects)]
+        row.update(http_status=200, error_code=None, received_seq=i, decided_seq=None)
+        rows.append(tuple(row[c] for c in COLUMNS))
+    assert all(len(r) == len(COLUMNS) for r in rows)
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(map(_csv_row, rows))
+    assert b"".join(csv_chunks([rows[:7], rows[7:]])) == expected.getvalue().encode("utf-8")
+
+
+def test_an_abandoned_export_leaves_the_database_usable(
+    client: TestClient, make_key: KeyFactory, runtime: Runtime
+) -> None:
+    requester = make_key(Role.REQUESTER, tenant="acme")
+    made = [_post(client, requester, DENIED, 403) for _ in range(4)]
+    whole = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with runtime.sessions.begin() as session:  # a time without microseconds, and an erasure
+        session.execute(update(Decision).where(Decision.id == made[0]).values(created_at=whole))
+        session.execute(
+            update(Decision)
+            .where(Decision.id == made[1])
+            .values(erased_at=whole + timedelta(microseconds=120))
+        )
+    for _ in range(3):  # more than once: the connection goes back to the pool clean
+        chunks = export_chunks("csv", runtime.sessions, DecisionFilters(), batch=1)
+        assert next(chunks).startswith(b"decision_id,") and next(chunks)
+        chunks.close()  # the client went away mid-export
+    rows = [
+        json.loads(x)
+        for x in b"".join(export_chunks("jsonl", runtime.sessions, DecisionFilters())).splitlines()
+    ]
+    assert [r["decision_id"] for r in rows] == made
+    assert rows[0]["created_at"] == "2026-01-02T03:04:05Z"
+    assert rows[1]["erased_at"] == "2026-01-02T03:04:05.000120Z"
+    with runtime.sessions() as session:
+        times = session.execute(select(Decision.created_at).order_by(Decision.created_at)).all()
+    assert [r["created_at"] for r in rows] == [iso_utc(t) for (t,) in times]
