@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
-from gateway.cli.common import load_settings
+from gateway.cli.common import audit_log, load_settings
 from gateway.domain import CATEGORIES, INTENDED_USES
 from gateway.settings import Settings
 
@@ -199,11 +199,8 @@ def _write_bundle(
 ) -> BundleReport:
     """The signed zip bundle; signs a fresh checkpoint when the latest does not cover it."""
     from gateway.audit.bundle import BundleError, write_bundle
-    from gateway.audit.events import AuditLog
-    from gateway.audit.signing import load_or_create_signer
 
-    seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
-    log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    log = audit_log(settings)
     try:
         return write_bundle(out, sessions, log, pinned, fmt=fmt.value, progress=advance)
     except BundleError as exc:

@@ -13,6 +13,8 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from gateway.audit.events import AuditLog
+
 
 def load_settings() -> Settings:
     return Settings()
@@ -45,3 +47,12 @@ def parse_facts(assignments: list[str] | None) -> dict[str, Any]:
 
 def key_pepper(settings: Settings) -> str:
     return settings.key_pepper.get_secret_value() if settings.key_pepper else ""
+
+
+def audit_log(settings: Settings) -> AuditLog:
+    """The audit trail writer with this deployment's signing key (created on first use)."""
+    from gateway.audit.events import AuditLog
+    from gateway.audit.signing import load_or_create_signer
+
+    seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
+    return AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli.common import key_pepper, load_settings, open_database, parse_facts
+from gateway.cli.common import audit_log, key_pepper, load_settings, open_database, parse_facts
 from gateway.domain import INTENDED_USES, Role
 
 keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
@@ -58,16 +58,10 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (the part after gk_, before _).")],
 ) -> None:
     """Revoke a key at once: its next API or console request is refused."""
-    from gateway.audit.events import AuditLog
-    from gateway.audit.signing import load_or_create_signer
     from gateway.auth.keys import revoke_key
 
     settings = load_settings()
-    secret = settings.audit_signing_key
-    log = AuditLog(
-        load_or_create_signer(settings.data_dir, secret.get_secret_value() if secret else None),
-        settings.checkpoint_every,
-    )
+    log = audit_log(settings)
     with open_database(settings) as session:
         revoked = revoke_key(session, key_id)
         if revoked is None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import load_settings, open_database, parse_facts
+from gateway.cli.common import audit_log, load_settings, open_database, parse_facts
 from gateway.domain import INTENDED_USES
 
 policy_app = typer.Typer(
@@ -118,8 +118,6 @@ def policy_import(
     note: Annotated[str | None, typer.Option(help="What changes and why.")] = None,
 ) -> None:
     """Import a bundle folder as a new DRAFT; it still needs review and a second approver."""
-    from gateway.audit.events import AuditLog
-    from gateway.audit.signing import load_or_create_signer
     from gateway.policy.bundle import PolicyError, load_bundle
     from gateway.policy.store import DRAFT, active_ref, insert_version
 
@@ -130,11 +128,7 @@ def policy_import(
             typer.echo(str(issue), err=True)
         raise typer.Exit(1) from None
     settings = load_settings()
-    secret = settings.audit_signing_key
-    log = AuditLog(
-        load_or_create_signer(settings.data_dir, secret.get_secret_value() if secret else None),
-        settings.checkpoint_every,
-    )
+    log = audit_log(settings)
     who = f"cli:{author}"
     with open_database(settings) as session:
         ref = active_ref(session)

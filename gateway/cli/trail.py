@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.audit import audit_app
-from gateway.cli.common import load_settings, open_database
+from gateway.cli.common import audit_log, load_settings, open_database
 from gateway.settings import Settings
 
 
@@ -56,12 +56,10 @@ def verify(
 @audit_app.command("checkpoint")
 def checkpoint() -> None:
     """Sign a checkpoint of the trail as it stands now."""
-    from gateway.audit.events import AuditLog, checkpoint_json
-    from gateway.audit.signing import load_or_create_signer
+    from gateway.audit.events import checkpoint_json
 
     settings = load_settings()
-    seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
-    log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    log = audit_log(settings)
     with open_database(settings) as session:
         made = log.checkpoint(session)
         typer.echo(json.dumps(checkpoint_json(made)) if made else "nothing new to checkpoint")
@@ -74,13 +72,10 @@ def erase(
 ) -> None:
     """Erase one person's prompts and user id; the trail stays verifiable."""
     from gateway.audit.erase import erase_user
-    from gateway.audit.events import AuditLog
-    from gateway.audit.signing import load_or_create_signer
     from gateway.auth.tenants import TenantNotFound, get_tenant
 
     settings = load_settings()
-    seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
-    log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    log = audit_log(settings)
     with open_database(settings) as session:
         tenant_id = None
         if tenant:
