@@ -30,7 +30,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.events import AuditLog, chain_hash, checkpoint_json, checkpoint_note, leaf_hash
-from gateway.audit.export import COLUMNS, Row, csv_chunks, iter_row_batches, jsonl_chunks
+from gateway.audit.export import iter_row_batches
+from gateway.audit.export_format import COLUMNS, Row, csv_chunks, jsonl_chunks
 from gateway.audit.merkle import inclusion_proof, root_of, tree_levels, verify_inclusion
 from gateway.audit.search import DecisionFilters, iso_utc
 from gateway.audit.signing import key_id_of, verify_signature

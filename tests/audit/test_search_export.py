@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
 from typer.testing import CliRunner
 
-from gateway.audit.export import COLUMNS, export_chunks
+from gateway.audit.export import export_chunks
+from gateway.audit.export_format import COLUMNS
 from gateway.audit.report import aggregate, write_pdf_report
 from gateway.audit.search import (
     DecisionFilters,
@@ -350,7 +351,7 @@ def test_export_reads_every_image_of_a_record_past_the_packed_paths(
 
 
 def test_csv_lines_match_the_csv_module() -> None:
-    from gateway.audit.export import _csv_row, csv_chunks
+    from gateway.audit.export_format import _csv_row, csv_chunks
 
     plain = ["x", "", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "naïve ✓", " padded "]
     objects: list[Any] = [None, {}, {"a": 1}, {"k": 'q"uote', "n": [1, 2]}, {"s": "x\ny"}]
