@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gateway.cli.common import audit_log, load_settings, open_database, parse_facts
 from gateway.domain import INTENDED_USES
+
+if TYPE_CHECKING:
+    from gateway.policy.bundle import PolicyBundle, PolicyError
 
 policy_app = typer.Typer(
     help="Validate, test and evaluate policy bundles; move versions between folders and the "
@@ -19,20 +22,28 @@ policy_app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
 
+def _print_issues(exc: PolicyError) -> None:
+    for issue in exc.issues:
+        typer.echo(str(issue), err=True)
+
+
+def _load_or_exit(folder: Path, *, code: int) -> PolicyBundle:
+    """The bundle in ``folder``; else its errors (file, line, field) and exit ``code``."""
+    from gateway.policy.bundle import PolicyError, load_bundle
+
+    try:
+        return load_bundle(folder)
+    except PolicyError as exc:
+        _print_issues(exc)
+        raise typer.Exit(code) from None
+
+
 @policy_app.command("validate")
 def policy_validate(
     directory: Annotated[Path | None, typer.Argument(help="Bundle folder.")] = None,
 ) -> None:
     """Validate a policy bundle; errors name file, line and field."""
-    from gateway.policy.bundle import PolicyError, load_bundle
-
-    folder = directory or load_settings().policy_dir
-    try:
-        bundle = load_bundle(folder)
-    except PolicyError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(1) from None
+    bundle = _load_or_exit(directory or load_settings().policy_dir, code=1)
     typer.echo(json.dumps({"valid": True, "version": bundle.version}))
 
 
@@ -45,14 +56,14 @@ def policy_test(
     from rich.markup import escape
     from rich.table import Table
 
-    from gateway.policy.bundle import PolicyError, load_bundle
+    from gateway.policy.bundle import PolicyError
     from gateway.policy.policy_tests import run_policy_tests
 
+    bundle = _load_or_exit(directory or load_settings().policy_dir, code=2)
     try:
-        results = run_policy_tests(load_bundle(directory or load_settings().policy_dir))
-    except PolicyError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
+        results = run_policy_tests(bundle)
+    except PolicyError as exc:  # a test file that does not parse
+        _print_issues(exc)
         raise typer.Exit(2) from None
     table = Table(title="policy tests")
     for column in ("result", "file", "case", "decision", "why"):
@@ -118,15 +129,9 @@ def policy_import(
     note: Annotated[str | None, typer.Option(help="What changes and why.")] = None,
 ) -> None:
     """Import a bundle folder as a new DRAFT; it still needs review and a second approver."""
-    from gateway.policy.bundle import PolicyError, load_bundle
     from gateway.policy.store import DRAFT, active_ref, insert_version
 
-    try:
-        bundle = load_bundle(directory)
-    except PolicyError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(1) from None
+    bundle = _load_or_exit(directory, code=1)
     settings = load_settings()
     log = audit_log(settings)
     who = f"cli:{author}"
