@@ -29,7 +29,7 @@ from gateway.safety.prompt_head import PromptHead, default_head_path
 from gateway.safety.text_encoder import MiniLMEncoder
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "data" / "dev"
 
 
 def _prompts(n: int) -> list[str]:

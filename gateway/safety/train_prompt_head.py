@@ -1,6 +1,6 @@
 """Rebuild the prompt head from the development data and report cross-validated figures.
 
-    python -m gateway.safety.train_prompt_head --data ../shared/data \
+    python -m gateway.safety.train_prompt_head [--data data/dev] \
         --out gateway/safety/artefacts/prompt_head.npz [--cache /tmp/emb_cache.npz]
 
 Deterministic for a given data set, seed and library versions (a few minutes on 2 cores).
@@ -207,9 +207,19 @@ def train(
     }
 
 
+def default_data_dir() -> Path:
+    """``data/dev`` of the source checkout (the development data ships with the repository)."""
+    return Path(__file__).resolve().parents[2] / "data" / "dev"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=default_data_dir(),
+        help="folder with i2p-dev.csv and coco-captions-dev.csv (default: the repository's data/dev)",
+    )
     parser.add_argument("--out", type=Path, default=default_head_path())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help="MiniLM embedding cache (.npz)")

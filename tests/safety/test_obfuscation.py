@@ -18,7 +18,7 @@ from gateway.policy.content import judge_text
 from gateway.runtime import Models, build_prompt_classifier
 from tests.conftest import REPO
 
-DATA = REPO.parent / "shared" / "data" / "i2p-dev.csv"
+DATA = REPO / "data" / "dev" / "i2p-dev.csv"
 HOMOGLYPHS = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "i": "і"})
 LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
 

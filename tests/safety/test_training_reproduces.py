@@ -23,7 +23,7 @@ from gateway.safety.normalize import normalise
 from gateway.safety.prompt_head import PromptHead, default_head_path
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "data" / "dev"
 
 
 @pytest.mark.timeout(2400)
