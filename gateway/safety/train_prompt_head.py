@@ -218,7 +218,7 @@ def main() -> None:
         "--data",
         type=Path,
         default=default_data_dir(),
-        help="folder with i2p-dev.csv and coco-captions-dev.csv (default: the repository's data/dev)",
+        help="folder with i2p-dev.csv and coco-captions-dev.csv (default: data/dev)",
     )
     parser.add_argument("--out", type=Path, default=default_head_path())
     parser.add_argument("--seed", type=int, default=0)
