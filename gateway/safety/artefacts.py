@@ -106,7 +106,9 @@ def read_verified(artefact: str, path: Path, expected: str | None, setting: str)
         )
     if got != expected:
         raise ArtefactUnavailable(
-            artefact, f"{path} has sha256 {got}, but its pin is {expected} (changed or corrupted)"
+            artefact,
+            f"{path} has sha256 {got}, but its pin is {expected} (changed or corrupted; "
+            f"to use another file, pin it with {setting})",
         )
     return data
 
