@@ -53,16 +53,3 @@ def test_changed_onnx_cache_is_detected_and_exported_again(tmp_path: Path) -> No
     assert hashlib.sha256(path.read_bytes()).hexdigest() == record.read_text().strip()
     assert again.onnx_sha256 == record.read_text().strip()
     assert float(np.abs(again.encode(TEXTS) - torch_enc.encode(TEXTS)).max()) < 1e-5
-
-    # a changed file whose record was rewritten to match: the probe against PyTorch catches a
-    # change that moves embeddings by more than PROBE_TOLERANCE (here: weights overwritten)
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 4096] = b"\x7f" * 4096
-    path.write_bytes(bytes(data))
-    record.write_text(hashlib.sha256(bytes(data)).hexdigest() + "\n")
-    third = MiniLMEncoder(cache_size=0, backend="onnx", onnx_cache_dir=tmp_path)
-    assert third.backend == "onnx"
-    assert third.onnx_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert third.onnx_sha256 != hashlib.sha256(bytes(data)).hexdigest()
-    assert float(np.abs(third.encode(TEXTS) - torch_enc.encode(TEXTS)).max()) < 1e-5
