@@ -33,13 +33,27 @@ from gateway.policy.bundle import (
 )
 from gateway.policy.seed import import_seed
 from gateway.policy.store import active_ref, decode_files, get_row
-from gateway.safety.image_classifier import CompositeImageClassifier, ImageClassifier
-from gateway.safety.image_concepts import ClipConceptChecker, Concept
-from gateway.safety.image_nsfw import OpenNsfwDetector
-from gateway.safety.prompt_classifier import PolicyPromptClassifier, PromptClassifier, TextEncoder
-from gateway.safety.prompt_head import PromptHead, default_head_path
-from gateway.safety.text_encoder import MiniLMEncoder
+from gateway.safety.artefacts import IMAGE_STAGE, PROMPT_STAGE, StageArtefacts
+from gateway.safety.image_classifier import ImageClassifier
+from gateway.safety.loader import (
+    Models,
+    build_image_classifier,
+    build_image_stage,
+    build_prompt_classifier,
+    build_prompt_stage,
+    load_models,
+)
+from gateway.safety.prompt_classifier import PromptClassifier, TextEncoder
 from gateway.settings import Settings
+
+__all__ = [
+    "Models",
+    "Runtime",
+    "build_image_classifier",
+    "build_prompt_classifier",
+    "build_runtime",
+    "load_models",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +67,7 @@ class Runtime:
     decisions: DecisionWriter  # requests open and close decisions here (group commit)
     policy: ActivePolicy
     refresher: PolicyRefresher
-    encoder: TextEncoder
+    encoder: TextEncoder | None
     worker: GenerationWorker
     executor: ThreadPoolExecutor
     recovered: list[str]
@@ -80,52 +94,6 @@ class Runtime:
         self.worker.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
-
-
-@dataclass(frozen=True)
-class Models:
-    """The heavy, policy-independent models; tests build them once and share them."""
-
-    encoder: TextEncoder
-    nsfw: OpenNsfwDetector | None
-    head: PromptHead | None
-
-
-def load_models(settings: Settings) -> Models:
-    encoder = MiniLMEncoder(
-        settings.prompt_encoder_dir,
-        backend=settings.prompt_encoder_backend,
-        onnx_cache_dir=settings.data_dir / "cache",
-    )
-    nsfw = OpenNsfwDetector() if settings.nsfw_detector else None
-    path = settings.prompt_head or default_head_path()
-    head = PromptHead.load(path) if path.is_file() else None
-    if head is None:
-        log.warning("no trained prompt head at %s: terms and exemplars only", path)
-    return Models(encoder=encoder, nsfw=nsfw, head=head)
-
-
-def build_prompt_classifier(
-    bundle: PolicyBundle, encoder: TextEncoder, head: PromptHead | None
-) -> PromptClassifier:
-    return PolicyPromptClassifier(encoder, bundle.content, head)
-
-
-def build_image_classifier(
-    settings: Settings, bundle: PolicyBundle, nsfw: OpenNsfwDetector | None
-) -> ImageClassifier:
-    image_policy = bundle.content.image
-    concepts = None
-    if settings.clip_dir is not None:
-        concepts = ClipConceptChecker(
-            settings.clip_dir,
-            [
-                Concept(c.text, c.category, c.threshold, c.special_care)
-                for c in image_policy.concepts
-            ],
-            special_care_adjustment=image_policy.special_care_adjustment,
-        )
-    return CompositeImageClassifier(nsfw, concepts, image_policy.nsfw_detector_category)
 
 
 def build_runtime(settings: Settings, models: Models | None = None, **overrides: Any) -> Runtime:
@@ -163,14 +131,24 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         )
         if previous is None or manager is not previous.models:
             manager.prepare()
+        # an override (tests) replaces a stage, so the artefacts loaded do not describe it
+        prompt, prompt_stage = (
+            (prompt_override, StageArtefacts())
+            if prompt_override is not None
+            else build_prompt_stage(bundle, models)
+        )
+        image, image_stage = (
+            (image_override, StageArtefacts())
+            if image_override is not None
+            else build_image_stage(settings, bundle, models)
+        )
         return Enforcement(
             version_id=version_id,
             bundle=bundle,
-            prompt_classifier=prompt_override
-            or build_prompt_classifier(bundle, models.encoder, models.head),
-            image_classifier=image_override
-            or build_image_classifier(settings, bundle, models.nsfw),
+            prompt_classifier=prompt,
+            image_classifier=image,
             models=manager,
+            stages={PROMPT_STAGE: prompt_stage, IMAGE_STAGE: image_stage},
         )
 
     version_id, bundle = _load_active_bundle(settings, sessions, audit)

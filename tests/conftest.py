@@ -42,9 +42,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    data = tmp_path_factory.mktemp("shared-data")  # the ONNX export of MiniLM is cached here
-    return load_models(Settings(policy_dir=REPO / "policies", data_dir=data))
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shared-data")  # the ONNX export of MiniLM is cached here
+
+
+@pytest.fixture(scope="session")
+def shared_models(shared_data_dir: Path) -> Models:
+    models = load_models(Settings(policy_dir=REPO / "policies", data_dir=shared_data_dir))
+    assert not models.problems, models.problems
+    return models
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +107,10 @@ def runtime_factory(
 ) -> Iterator[Callable[..., Runtime]]:
     made: list[Runtime] = []
 
-    def make(settings: Settings | None = None, **parts: Any) -> Runtime:
-        runtime = build_runtime(settings or settings_factory(), shared_models, **parts)
+    def make(
+        settings: Settings | None = None, models: Models | None = None, **parts: Any
+    ) -> Runtime:
+        runtime = build_runtime(settings or settings_factory(), models or shared_models, **parts)
         made.append(runtime)
         return runtime
 

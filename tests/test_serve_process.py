@@ -142,3 +142,60 @@ def test_first_start_then_crash_leaves_no_decision_open(
         assert r.status_code == 200 and r.json()["outcome"] == "aborted"
     finally:
         restarted.stop()
+
+
+def test_missing_prompt_head_starts_but_is_not_ready_and_refuses(
+    tmp_path: Path, database_url: str, model_dir: Path
+) -> None:
+    data = tmp_path / "var"
+    missing = tmp_path / "prompt_head.npz"  # as if the shipped head had been deleted
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(data),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_MODEL_DIR": str(model_dir),
+        "GATEWAY_PROMPT_HEAD": str(missing),
+        "GATEWAY_PROMPT_ENCODER_BACKEND": "torch",  # no ONNX export needed for this test
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = tmp_path / "serve.log"
+    server = Server(env, _free_port(), log)
+    try:
+        assert f"prompt_head: {missing} is missing" in log.read_text()
+        ready = httpx.get(f"{server.url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        checks = ready.json()["checks"]
+        assert checks["artefacts"]["prompt_head"] == {"error": f"{missing} is missing"}
+        assert "prompt_head" in checks["safety"]["prompt_classifier"]
+        key = (data / "bootstrap-admin-key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {
+            "model": "demo-tiny",
+            "prompt": "a soldier executing prisoners, war photography",
+            "size": "64x64",
+            "steps": 2,
+        }
+        r = httpx.post(
+            f"{server.url}/v1/images/generations", json=body, headers=headers, timeout=60
+        )
+        assert r.status_code == 503, r.text
+        assert "data" not in r.json()
+        err = r.json()["error"]
+        assert err["code"] == "safety_system_unavailable"
+        record = httpx.get(
+            f"{server.url}/v1/audit/decisions/{err['decision_id']}", headers=headers, timeout=10
+        ).json()
+        assert record["outcome"] == "safety_system_unavailable"
+        assert record["errors"][0]["stage"] == "prompt_classifier"
+        assert "prompt_head" in record["errors"][0]["message"]
+        r = httpx.post(
+            f"{server.url}/v1/moderations",
+            json={"input": body["prompt"]},
+            headers=headers,
+            timeout=60,
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "safety_system_unavailable"
+    finally:
+        server.stop()
+    decisions = _decisions(database_url)
+    assert [d.outcome for d in decisions] == ["safety_system_unavailable"]

@@ -13,6 +13,8 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+from gateway.safety.artefacts import CLIP_FILES, folder_sha256
+
 TINY_MODEL_CFG: dict[str, object] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
@@ -35,3 +37,8 @@ def build_tiny_clip(dest: Path, seed: int = 0) -> Path:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(dest / "open_clip_model.safetensors"))
     return dest
+
+
+def clip_pin(folder: Path) -> str:
+    """The sha256 that ``GATEWAY_CLIP_SHA256`` pins ``folder`` by."""
+    return folder_sha256(folder, CLIP_FILES)[0]

@@ -1,4 +1,9 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+``/readyz`` is 503 unless the database answers, a model is available and every classifier
+stage is available (each safety artefact matched its pin); ``checks.artefacts`` names each
+artefact with its sha256, or the reason it is unavailable.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +34,19 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     available = [m for m in runtime.models.entries if runtime.models.status(m).available]
     checks["models_available"] = available
-    checks["policy_version"] = runtime.bundle.version
-    ready = checks["database"] == "ok" and bool(available)
+    enf = runtime.policy.current()
+    checks["policy_version"] = enf.bundle.version
+    # every classifier stage, and each safety artefact: its sha256, or why it is unavailable
+    checks["safety"] = {
+        stage: "ok" if a.available else f"unavailable: {a.reason}"
+        for stage, a in enf.stages.items()
+    }
+    checks["artefacts"] = {
+        **{name: {"sha256": sha} for a in enf.stages.values() for name, sha in a.sha256.items()},
+        **{name: {"error": why} for a in enf.stages.values() for name, why in a.problems.items()},
+    }
+    safe = all(a.available for a in enf.stages.values())
+    ready = checks["database"] == "ok" and bool(available) and safe
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status_code=200 if ready else 503,

@@ -121,5 +121,12 @@ def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep)
         "id": "modr-" + uuid.uuid4().hex,
         "model": "gateway-moderation",
         "policy_version": enf.bundle.version,
+        # sha256 of every classifier artefact that judged this input
+        "classifiers": {
+            name: sha
+            for stage, used in (("prompt_classifier", texts), ("image_classifier", images))
+            if used and stage in enf.stages
+            for name, sha in enf.stages[stage].sha256.items()
+        },
         "results": results,
     }

@@ -84,12 +84,11 @@ def models_verify(
 def _verify_image_checkers(settings: Settings, bundle: PolicyBundle) -> bool:
     from PIL import Image
 
-    from gateway.runtime import build_image_classifier
-    from gateway.safety.image_nsfw import OpenNsfwDetector
+    from gateway.safety.loader import build_image_classifier, load_nsfw
 
     probe = [Image.new("RGB", (64, 64), (128, 128, 128))]
     try:
-        nsfw = OpenNsfwDetector() if settings.nsfw_detector else None
+        nsfw = load_nsfw() if settings.nsfw_detector else None
         classifier = build_image_classifier(settings, bundle, nsfw)
         scores = classifier.classify(probe)[0]
     except (OSError, ValueError, RuntimeError) as exc:

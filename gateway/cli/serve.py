@@ -41,6 +41,9 @@ def serve(
                 f"{settings.data_dir / KEY_FILE}, mode 0600):"
             )
             typer.echo(f"  {key}")
+    for stage, artefacts in runtime.policy.current().stages.items():
+        if not artefacts.available:
+            typer.echo(f"{stage} is unavailable (not ready, /readyz 503): {artefacts.reason}")
     typer.echo(
         f"policy version {runtime.bundle.version[:12]}; models ready: "
         + ", ".join(m for m in runtime.models.entries if runtime.models.status(m).available)
@@ -74,6 +77,10 @@ def moderate(
     settings = load_settings()
     bundle = load_bundle(settings.policy_dir)
     models = load_models(settings.model_copy(update={"nsfw_detector": False}))
+    if models.problems:  # no weaker classifier: without every artefact nothing is moderated
+        for name, why in sorted(models.problems.items()):
+            typer.echo(f"safety artefact {name} is unavailable: {why}", err=True)
+        raise typer.Exit(1)
     classifier = build_prompt_classifier(bundle, models.encoder, models.head)
     with input_csv.open(newline="", encoding="utf-8") as fh:
         total = max(sum(1 for _ in fh) - 1, 0)  # rows, roughly (quoted newlines count twice)

@@ -202,12 +202,14 @@ class GenerationPipeline:
         loaded = enf.models.get(req.model)
 
         # 3. prompt classifier (prompt and negative prompt), then content policy
+        _require_stages(enf)  # a stage whose artefacts failed their pins refuses up front
         texts = [req.prompt] + ([req.negative_prompt] if req.negative_prompt else [])
         t0 = time.perf_counter()
         scores = run_stage(
             rt.executor, "prompt_classifier", lambda: enf.prompt_classifier.classify(texts), timeout
         )
         timings["prompt_classifier"] = _ms(t0)
+        _judged_by(record, enf, "prompt_classifier")
         if len(scores) != len(texts):
             raise StageFailure("prompt_classifier", "returned the wrong number of results")
         prompt_a = judge_text(bundle.content, scores[0], Direction.PROMPT)
@@ -263,6 +265,7 @@ class GenerationPipeline:
             rt.executor, "image_classifier", lambda: enf.image_classifier.classify(images), timeout
         )
         timings["image_classifier"] = _ms(t0)
+        _judged_by(record, enf, "image_classifier")
         if len(image_scores) != len(images):
             raise StageFailure("image_classifier", "returned the wrong number of results")
 
@@ -326,6 +329,7 @@ class GenerationPipeline:
             "negative_prompt_assessment": record.get("negative_prompt", {}).get("assessment"),
             "images": record["images"],
             "rights": verdict.rights,
+            "classifiers": record["classifiers"],
         }
         return GenerationResult(decision_id, outcome, delivered, governance)
 
@@ -341,6 +345,18 @@ class GenerationPipeline:
         self._rt.decisions.close(
             decision_id, outcome=outcome, http_status=status, error_code=code, record=record
         )
+
+
+def _require_stages(enf: Enforcement) -> None:
+    for stage, artefacts in enf.stages.items():
+        if not artefacts.available:
+            raise StageFailure(stage, f"unavailable: {artefacts.reason}")
+
+
+def _judged_by(record: dict[str, Any], enf: Enforcement, stage: str) -> None:
+    """``record["classifiers"]``: sha256 of every artefact of the stages that judged it."""
+    artefacts = enf.stages.get(stage)
+    record.setdefault("classifiers", {}).update(artefacts.sha256 if artefacts else {})
 
 
 def _licence_json(verdict: LicenceDecision) -> dict[str, Any]:

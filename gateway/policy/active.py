@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +21,7 @@ from gateway.generation.models import ModelManager
 from gateway.policy.bundle import PolicyBundle, parse_bundle
 from gateway.policy.policy_tests import CaseResult, run_policy_tests
 from gateway.policy.store import active_ref, decode_files, get_row, retire_superseded
+from gateway.safety.artefacts import StageArtefacts
 from gateway.safety.image_classifier import ImageClassifier
 from gateway.safety.prompt_classifier import PromptClassifier
 
@@ -53,6 +54,8 @@ class Enforcement:
     prompt_classifier: PromptClassifier
     image_classifier: ImageClassifier
     models: ModelManager
+    # per classifier stage: the sha256 of the artefacts it was built from, or why it cannot run
+    stages: dict[str, StageArtefacts] = field(default_factory=dict)
 
 
 Builder = Callable[[int, PolicyBundle, "Enforcement | None"], Enforcement]

@@ -22,6 +22,7 @@ policy's term lists and exemplars.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -196,10 +197,15 @@ class PromptHead:
 
     @classmethod
     def load(cls, path: Path) -> PromptHead:
-        with np.load(path, allow_pickle=False) as z:
+        return cls.from_bytes(path.read_bytes(), str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "prompt head") -> PromptHead:
+        """The head from the bytes of its ``.npz`` (checked against their pin by the caller)."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != FORMAT:
-                raise ValueError(f"{path}: not a {FORMAT} artefact")
+                raise ValueError(f"{source}: not a {FORMAT} artefact")
             f32 = np.float32
             low, high = meta["char_range"]
             return cls(

@@ -7,8 +7,15 @@ Backends: ``onnx`` (default) exports the loaded transformer once to ONNX (cached
 sha256 in ``onnx_cache_dir`` when given) and runs it with ONNX Runtime: the same float32
 maths (embeddings agree to ~1e-7), as fast as PyTorch on an idle CPU and 1.5-1.9x faster on
 a busy one (measured on 2 cores), because its threads do not busy-wait;
-``torch`` runs the transformers model directly (the training command uses it). If the
-export fails, the encoder says so in the log and uses ``torch``.
+``torch`` runs the transformers model directly (the training command uses it).
+
+The cached export is a derived safety artefact: its sha256 is written beside it
+(``<file>.sha256``) when it is exported, and on every load the file is read once, hashed and
+compared with that record before ONNX Runtime sees the same bytes. A cache that does not
+match is exported again. Then a probe (a few sentences through both backends) must agree to
+``PROBE_TOLERANCE``; if it does not, the export is redone once, and if it still does not,
+or the export fails, the encoder says so in the log and uses ``torch``, which computes the
+same embeddings (slower). ``onnx_sha256`` is the sha256 of the export in use (None on torch).
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ from transformers import AutoModel, AutoTokenizer
 log = logging.getLogger(__name__)
 Backend = Literal["onnx", "torch"]
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+PROBE = [
+    "a lighthouse at dusk, oil painting",
+    "x",
+    "a soldier executing prisoners, war photography",
+]
+PROBE_TOLERANCE = 1e-4
 
 
 def default_encoder_dir() -> Path:
@@ -56,12 +69,16 @@ class MiniLMEncoder:
         cache_size: int = 4096,
         backend: Backend = "onnx",
         onnx_cache_dir: Path | None = None,
+        weights_sha256: str | None = None,
     ) -> None:
+        """``weights_sha256``: of ``model.safetensors`` when the caller already checked it."""
         directory = model_dir or default_encoder_dir()
         if not directory.is_dir():
             raise FileNotFoundError(f"prompt encoder folder {directory} does not exist")
         weights = directory / "model.safetensors"
-        self.weights_sha256 = _sha256(weights) if weights.is_file() else None
+        if weights_sha256 is None and weights.is_file():
+            weights_sha256 = _sha256(weights)
+        self.weights_sha256 = weights_sha256
         self._tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         self._model = AutoModel.from_pretrained(str(directory), local_files_only=True).eval()
         self._batch_size = batch_size
@@ -71,14 +88,36 @@ class MiniLMEncoder:
         self._cache_size = max(cache_size, 0)
         self._lock = threading.Lock()
         self._onnx: Any = None
+        self.onnx_sha256: str | None = None
         if backend == "onnx":
             try:
-                self._onnx = _onnx_session(
-                    self._model, self._tokenizer, onnx_cache_dir, self.weights_sha256
-                )
+                self._onnx, self.onnx_sha256 = self._checked_onnx(onnx_cache_dir)
             except Exception as exc:  # the torch path computes the same embeddings, slower
-                log.warning("ONNX export of the prompt encoder failed (%s); using PyTorch", exc)
+                log.warning(
+                    "ONNX export of the prompt encoder is unusable (%s); using PyTorch, "
+                    "which computes the same embeddings",
+                    exc,
+                )
         self.backend: Backend = "onnx" if self._onnx is not None else "torch"
+
+    def _checked_onnx(self, cache_dir: Path | None) -> tuple[Any, str]:
+        """An ONNX session whose probe embeddings equal PyTorch's; a second export if not."""
+        expected = self._torch_batch(PROBE)
+        for again in (False, True):
+            session, sha = _onnx_session(
+                self._model, self._tokenizer, cache_dir, self.weights_sha256, again
+            )
+            diff = float(np.abs(_onnx_run(session, self._tokens(PROBE, "np")) - expected).max())
+            if diff <= PROBE_TOLERANCE:
+                return session, sha
+            log.warning(
+                "the ONNX export of the prompt encoder (sha256 %s) differs from PyTorch by %.3g "
+                "on the probe sentences%s",
+                sha,
+                diff,
+                "" if again else "; exporting it again",
+            )
+        raise RuntimeError("the ONNX export does not compute the PyTorch embeddings")
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         with self._lock:
@@ -126,14 +165,17 @@ class MiniLMEncoder:
         return pooled.numpy().astype(np.float32)
 
     def _onnx_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        tokens = self._tokens(texts, "np")
-        feed = {k: np.asarray(tokens[k], dtype=np.int64) for k in _INPUTS}
-        hidden: npt.NDArray[np.float32] = np.asarray(self._onnx.run(None, feed)[0], np.float32)
-        mask = feed["attention_mask"][..., None].astype(np.float32)
-        pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
-        norm = np.linalg.norm(pooled, axis=1, keepdims=True)
-        out: npt.NDArray[np.float32] = (pooled / np.clip(norm, 1e-12, None)).astype(np.float32)
-        return out
+        return _onnx_run(self._onnx, self._tokens(texts, "np"))
+
+
+def _onnx_run(session: Any, tokens: Any) -> npt.NDArray[np.float32]:
+    feed = {k: np.asarray(tokens[k], dtype=np.int64) for k in _INPUTS}
+    hidden: npt.NDArray[np.float32] = np.asarray(session.run(None, feed)[0], np.float32)
+    mask = feed["attention_mask"][..., None].astype(np.float32)
+    pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+    norm = np.linalg.norm(pooled, axis=1, keepdims=True)
+    out: npt.NDArray[np.float32] = (pooled / np.clip(norm, 1e-12, None)).astype(np.float32)
+    return out
 
 
 class _LastHidden(torch.nn.Module):
@@ -157,8 +199,13 @@ class _LastHidden(torch.nn.Module):
 
 
 def _onnx_session(
-    model: torch.nn.Module, tokenizer: Any, cache_dir: Path | None, sha: str | None
-) -> Any:
+    model: torch.nn.Module,
+    tokenizer: Any,
+    cache_dir: Path | None,
+    sha: str | None,
+    fresh: bool = False,
+) -> tuple[Any, str]:
+    """(session, sha256 of the ONNX bytes it runs); the cache is checked, or exported anew."""
     import onnxruntime as ort
 
     def export(path: Path) -> None:
@@ -197,18 +244,55 @@ def _onnx_session(
     # no busy-waiting between operators: on a small shared CPU spinning threads steal the
     # cores that request handling and the other classifiers need
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+    def session(data: bytes) -> Any:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
     if cache_dir is not None and sha is not None:
         path = cache_dir / f"minilm-{sha[:16]}-fused.onnx"
-        if not path.is_file():
+        data = _read_cached(path) if not fresh else None
+        if data is None:
             cache_dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial")
             export_fused(partial)
+            data = partial.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            record, pending = sidecar(path), path.with_name(path.name + ".sha256.partial")
+            pending.write_text(digest + "\n", encoding="ascii")
+            pending.replace(record)  # the record first: a file without its record is redone
             partial.replace(path)  # atomic: a crashed export never leaves a bad file behind
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            log.info("exported the prompt encoder to %s (sha256 %s)", path, digest)
+        return session(data), hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "minilm.onnx"
         export_fused(path)
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        data = path.read_bytes()
+        return session(data), hashlib.sha256(data).hexdigest()
+
+
+def sidecar(path: Path) -> Path:
+    """Where the sha256 of a cached export is recorded when it is written."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_cached(path: Path) -> bytes | None:
+    """The cached export's bytes if they match the sha256 recorded for them, else None."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    record = sidecar(path)
+    recorded = record.read_text(encoding="ascii").strip() if record.is_file() else None
+    got = hashlib.sha256(data).hexdigest()
+    if recorded == got:
+        return data
+    log.warning(
+        "the cached ONNX export %s has sha256 %s, but %s was recorded when it was written; "
+        "exporting it again",
+        path,
+        got,
+        recorded or "no sha256",
+    )
+    return None
 
 
 def _sha256(path: Path) -> str:

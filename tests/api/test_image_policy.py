@@ -20,7 +20,7 @@ from gateway.domain import Role
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import REPO, auth
-from tests.tiny_clip import build_tiny_clip
+from tests.tiny_clip import build_tiny_clip, clip_pin
 
 BODY = {"model": "demo-tiny", "prompt": "a quiet harbour", "size": "64x64", "steps": 2, "n": 2}
 
@@ -60,7 +60,9 @@ def test_fired_concept_blocks_every_image(
         "    - {text: a bloody wound, category: violence, threshold: -2.0}\n",
         "{block_at: high}",
     )
-    runtime = runtime_factory(settings_factory(policy_dir=policy, clip_dir=clip_dir))
+    runtime = runtime_factory(
+        settings_factory(policy_dir=policy, clip_dir=clip_dir, clip_sha256=clip_pin(clip_dir))
+    )
     client, key = _client(runtime)
     r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
     assert r.status_code == 400, r.text
@@ -83,7 +85,9 @@ def test_quarantine_withholds_and_keeps_the_image(
         "    - {text: a bloody wound, category: violence, threshold: -2.0}\n",
         "{block_at: never, quarantine_at: low}",
     )
-    settings = settings_factory(policy_dir=policy, clip_dir=clip_dir)
+    settings = settings_factory(
+        policy_dir=policy, clip_dir=clip_dir, clip_sha256=clip_pin(clip_dir)
+    )
     runtime = runtime_factory(settings)
     client, key = _client(runtime)
     r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
@@ -107,7 +111,9 @@ def test_special_care_alone_does_not_block_but_lowers_the_bar(
         "    - {text: a bloody wound, category: violence, threshold: 2.0}\n"
     )
     policy = _policy(tmp_path, concepts, "{block_at: high}")
-    runtime = runtime_factory(settings_factory(policy_dir=policy, clip_dir=clip_dir))
+    runtime = runtime_factory(
+        settings_factory(policy_dir=policy, clip_dir=clip_dir, clip_sha256=clip_pin(clip_dir))
+    )
     client, key = _client(runtime)
     r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
     assert r.status_code == 200, r.text

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from gateway.safety.text_encoder import MiniLMEncoder
+from gateway.safety.text_encoder import MiniLMEncoder, sidecar
 
 TEXTS = [
     "a lighthouse at dusk, oil painting",
@@ -32,3 +33,23 @@ def test_onnx_backend_matches_torch_and_caches_its_export(tmp_path: Path) -> Non
     again = MiniLMEncoder(cache_size=0, backend="onnx", onnx_cache_dir=tmp_path)
     assert exported[0].stat().st_mtime_ns == mtime
     assert float(np.abs(again.encode(TEXTS) - b).max()) == 0.0
+
+
+def test_changed_onnx_cache_is_detected_and_exported_again(tmp_path: Path) -> None:
+    torch_enc = MiniLMEncoder(cache_size=0, backend="torch")
+    first = MiniLMEncoder(cache_size=0, backend="onnx", onnx_cache_dir=tmp_path)
+    (path,) = tmp_path.glob("minilm-*-fused.onnx")
+    record = sidecar(path)
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record.read_text().strip() == good == first.onnx_sha256
+
+    # bit flips in the weights: caught by the sha256 recorded at export, exported again
+    data = bytearray(path.read_bytes())
+    for at in (0.3, 0.5, 0.7):
+        data[int(len(data) * at)] ^= 0x10
+    path.write_bytes(bytes(data))
+    again = MiniLMEncoder(cache_size=0, backend="onnx", onnx_cache_dir=tmp_path)
+    assert again.backend == "onnx"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record.read_text().strip()
+    assert again.onnx_sha256 == record.read_text().strip()
+    assert float(np.abs(again.encode(TEXTS) - torch_enc.encode(TEXTS)).max()) < 1e-5
