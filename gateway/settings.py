@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     prompt_head: Path | None = Field(
         default=None, description="trained prompt head (.npz); default: the one shipped"
     )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="json: one JSON object per line on stdout and stderr; text: for people; "
+        "auto: text on a terminal, json otherwise",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="debug also shows libraries' warnings and start-up chatter"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     queue_size: int = Field(default=8, ge=1, description="Generation jobs waiting at most")
