@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -100,6 +101,9 @@ def _serve(settings: Settings, *, terminal: bool) -> None:
         log_config=None,  # our handler (configure_logging) formats uvicorn's lines too
         access_log=False,  # AccessLog logs requests without query strings
     )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exit through the finally below
+    # (close the runtime, say so) instead of dying in the default handler
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         Server(config).run()
     finally:
