@@ -140,9 +140,16 @@ def test_with_model_replaces_one_entry_and_keeps_the_rest() -> None:
         "options": {"dtype": "float16", "attention_slicing": True},
     }
     out = with_model(text, "stable-diffusion-v1-5/stable-diffusion-v1-5", entry)
-    changed = [a for a, b in zip(text.splitlines(), out.splitlines(), strict=False) if a != b]
-    assert changed and all("pins" in a or "sizes" in a or "steps" in a for a in changed[:1])
-    assert len(out.splitlines()) == len(text.splitlines()) + 1  # `pins: {}` became two lines
+    head, nxt = (
+        "  stable-diffusion-v1-5/stable-diffusion-v1-5:",
+        "\n  stabilityai/stable-diffusion-xl",
+    )
+    assert out[: out.index(head)] == text[: text.index(head)]  # everything before: as it was
+    assert out[out.index(nxt) :] == text[text.index(nxt) :]  # everything after, comments too
     parsed = yaml.safe_load(out)["models"]
     assert parsed["stable-diffusion-v1-5/stable-diffusion-v1-5"] == entry
-    assert list(parsed)[-1] == "example/unverified-model"  # order kept
+    assert list(parsed) == list(yaml.safe_load(text)["models"])  # order kept
+    added = with_model(text, "new/model", entry)
+    assert added.startswith(text.rstrip("\n")) and list(yaml.safe_load(added)["models"])[-1] == (
+        "new/model"
+    )
