@@ -65,7 +65,15 @@ class Settings(BaseSettings):
     prompt_encoder_sha256: str | None = Field(
         default=None,
         pattern=_SHA256,
-        description="sha256 pin of prompt_encoder_dir (`gateway safety hash`); default: shipped",
+        description="sha256 pin of prompt_encoder_dir (a refusal prints it); default: shipped",
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="json: one JSON object per line on stdout and stderr; text: for people; "
+        "auto: text on a terminal, json otherwise",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="debug also shows libraries' warnings and start-up chatter"
     )
     host: str = "127.0.0.1"
     port: int = 8000

@@ -129,26 +129,19 @@ def policy_import(
     note: Annotated[str | None, typer.Option(help="What changes and why.")] = None,
 ) -> None:
     """Import a bundle folder as a new DRAFT; it still needs review and a second approver."""
-    from gateway.policy.store import DRAFT, active_ref, insert_version
+    from gateway.policy.store import DRAFT
+    from gateway.policy.workflow import record_draft
 
     bundle = _load_or_exit(directory, code=1)
     settings = load_settings()
-    log = audit_log(settings)
-    who = f"cli:{author}"
     with open_database(settings) as session:
-        ref = active_ref(session)
-        row = insert_version(
+        row = record_draft(
             session,
+            audit_log(settings),
             bundle.files,
-            status=DRAFT,
-            principal=who,
-            base_version=ref.id if ref else None,
+            by=f"cli:{author}",
             note=note or f"imported from {directory}",
-        )
-        log.append(
-            session,
-            "policy.draft_created",
-            {"version": row.id, "sha256": row.sha256, "status": DRAFT, "by": who, "source": "cli"},
+            source="cli",
         )
         out = {"draft_id": row.id, "status": DRAFT, "sha256": row.sha256}
     typer.echo(json.dumps(out))

@@ -21,6 +21,10 @@ class ModelUnavailable(Exception):
     """The model is registered but cannot be used; the message says why."""
 
 
+class ModelNotInstalled(ModelUnavailable):
+    """Expected, not alarming: no weights are installed, or the kind is not servable yet."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model_id: str
@@ -39,7 +43,7 @@ def check_weights(model_id: str, entry: ModelEntry, model_dir: Path) -> str:
     """Verify the weight files against the registry; return the weights sha256."""
     path = source_path(entry, model_dir)
     if not path.exists():
-        raise ModelUnavailable(f"weights for {model_id} are not installed (expected {path})")
+        raise ModelNotInstalled(f"weights for {model_id} are not installed (expected {path})")
     try:
         pins = manifest_pins(path) if entry.pins == "manifest" else dict(entry.pins)
         return verify_pins(path, pins)
@@ -51,7 +55,7 @@ def load_model(model_id: str, entry: ModelEntry, model_dir: Path) -> LoadedModel
     import torch
 
     if entry.source.kind == "lora":
-        raise ModelUnavailable(
+        raise ModelNotInstalled(
             f"{model_id} is a LoRA adapter: it is registered for licence evaluation, but "
             "serving adapters is not supported yet"
         )

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.generation.demo_tiny import build_demo_tiny
-from gateway.generation.loader import LoadedModel, ModelUnavailable, load_model, source_path
+from gateway.generation.loader import (
+    LoadedModel,
+    ModelNotInstalled,
+    ModelUnavailable,
+    load_model,
+    source_path,
+)
 from gateway.policy.schema import ModelEntry, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,10 @@ class ModelManager:
                 log.info("model %s ready", model_id)
             except ModelUnavailable as exc:
                 self._unavailable[model_id] = str(exc)
-                log.warning("model %s unavailable: %s", model_id, exc)
+                # not installed is the normal state of most registered models: `gateway models
+                # list` says why; a pin mismatch or a failed load is worth a warning
+                level = logging.DEBUG if isinstance(exc, ModelNotInstalled) else logging.WARNING
+                log.log(level, "model %s unavailable: %s", model_id, exc)
 
     def status(self, model_id: str) -> ModelStatus:
         entry = self._registry.models[model_id]
@@ -62,6 +71,9 @@ class ModelManager:
             return ModelStatus(model_id, entry, True, None, loaded.weights_sha256)
         reason = self._unavailable.get(model_id, f"{model_id} has not been loaded")
         return ModelStatus(model_id, entry, False, reason, None)
+
+    def unavailable(self) -> list[str]:
+        return [m for m in self._registry.models if m not in self._loaded]
 
     def get(self, model_id: str) -> LoadedModel:
         loaded = self._loaded.get(model_id)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from gateway.audit.events import AuditLog
 from gateway.db.engine import unit_of_work
 from gateway.db.models import PolicyVersion
 from gateway.domain import Principal, Role
@@ -123,6 +124,38 @@ def diff_files(a: Mapping[str, str], b: Mapping[str, str]) -> list[dict[str, Any
         )
         out.append({"path": name, "change": change, "diff": "".join(lines)})
     return out
+
+
+def record_draft(
+    session: Session,
+    audit: AuditLog,
+    files: Mapping[str, str],
+    *,
+    by: str,
+    note: str,
+    source: str,
+) -> PolicyVersion:
+    """A new draft of ``files`` authored by ``by`` (e.g. ``cli:operator``), on the version in
+    force, with its ``policy.draft_created`` event in the same transaction.
+
+    The command line's way in (``gateway policy import``, ``gateway models add``): the draft
+    then goes through review and a second person's approval like any other.
+    """
+    ref = active_ref(session)
+    row = insert_version(
+        session,
+        files,
+        status=DRAFT,
+        principal=by,
+        base_version=ref.id if ref else None,
+        note=note,
+    )
+    audit.append(
+        session,
+        "policy.draft_created",
+        {"version": row.id, "sha256": row.sha256, "status": DRAFT, "by": by, "source": source},
+    )
+    return row
 
 
 class PolicyService:

@@ -1,0 +1,1 @@
+"""What an operator watches: logs (``logs``), request lines (``access``), start-up progress."""
