@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import LegalApprover, LegalEditor, PolicyReader, RuntimeDep
 from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
-from gateway.api.schemas import MAX_ROW_ID, Int, RowId, Timestamp
+from gateway.api.schemas import INTEGRAL, MAX_ROW_ID, Int, RowId, Timestamp
 from gateway.errors import GatewayError
 from gateway.policy.replay import MAX_LIMIT
 from gateway.policy.workflow import FILE_PATH, MAX_FILE_BYTES, MAX_FILES, PolicyService
@@ -38,8 +38,8 @@ Files = Annotated[
 
 class DraftBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    base_version: Int | None = Field(
-        default=None, ge=1, le=MAX_ROW_ID, strict=True, description="default: the active one"
+    base_version: Annotated[int, Field(ge=1, le=MAX_ROW_ID, strict=True), INTEGRAL] | None = Field(
+        default=None, description="default: the active one"
     )
     files: Files = Field(
         default_factory=dict, description="path -> content (overlays the base); null deletes"

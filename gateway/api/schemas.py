@@ -29,8 +29,12 @@ def _integral(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-Int = Annotated[int, BeforeValidator(_integral)]
-"""A strict JSON integer: 3 and 3.0 (the same JSON Schema integer), never "3" or true."""
+INTEGRAL = BeforeValidator(_integral)
+Int = Annotated[int, INTEGRAL]
+"""A strict JSON integer: 3 and 3.0 (the same JSON Schema integer), never "3" or true.
+
+Bounds on an optional one go before ``INTEGRAL`` (``Annotated[int, Field(ge=..), INTEGRAL]``),
+or pydantic writes them into the schema as ``ge``/``le``, which JSON Schema ignores."""
 
 Timestamp = Annotated[datetime, BeforeValidator(_iso_text)]
 """An RFC 3339 date-time in a JSON body (no Unix numbers, which pydantic would coerce)."""
@@ -60,8 +64,8 @@ class ImageGenerationBody(BaseModel):
     response_format: Literal["b64_json", "url"] = "b64_json"
     user: str | None = Field(default=None, max_length=256, pattern=NO_NUL)
     negative_prompt: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
-    seed: Int | None = Field(default=None, ge=0, le=2**32 - 1)
-    steps: Int | None = Field(default=None, ge=1, le=500)
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1), INTEGRAL] | None = None
+    steps: Annotated[int, Field(ge=1, le=500), INTEGRAL] | None = None
     quality: str | None = Field(default=None, max_length=20, description="accepted, ignored")
     style: str | None = Field(default=None, max_length=20, description="accepted, ignored")
     governance: GovernanceIn | None = None
