@@ -18,6 +18,7 @@ from gateway.api import (
     policies,
     policy,
 )
+from gateway.api.body_limit import BodyLimit
 from gateway.api.errors import install_error_handlers
 from gateway.console import console_router
 from gateway.runtime import Runtime, build_runtime
@@ -44,6 +45,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     for router in (
         health.router,
         images.router,

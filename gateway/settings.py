@@ -111,6 +111,23 @@ class Settings(BaseSettings):
         default=8.0, gt=0, le=24 * 7, description="Console sign-ins expire after this long"
     )
 
+    max_image_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest encoded image input (bytes)"
+    )
+    max_image_pixels: int = Field(
+        default=16_000_000,
+        ge=1,
+        description="Largest image input (width x height), checked before decoding",
+    )
+    max_request_image_pixels: int = Field(
+        default=64_000_000,
+        ge=1,
+        description="All image inputs of one request together (pixels); bounds its memory",
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest request body (bytes); 413 beyond"
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import Admin, RuntimeDep
+from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
 from gateway.api.schemas import IntendedUse
 from gateway.auth.keys import create_key, revoke_key
 from gateway.auth.tenants import (
@@ -22,7 +23,7 @@ from gateway.db.engine import unit_of_work
 from gateway.domain import Role
 from gateway.errors import GatewayError
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=errors(*AUTHENTICATED))
 
 Fact = str | int | float | bool | None
 RoleName = Literal["requester", "legal_editor", "legal_approver", "auditor", "admin"]
@@ -55,7 +56,7 @@ def get_tenants(_: Admin, runtime: RuntimeDep) -> dict[str, Any]:
         return {"object": "list", "data": [tenant_json(t) for t in list_tenants(session)]}
 
 
-@router.post("/v1/admin/tenants", status_code=201)
+@router.post("/v1/admin/tenants", status_code=201, responses=errors(*WITH_BODY, 409))
 def post_tenant(body: TenantBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
     try:
         with unit_of_work(runtime.sessions) as session:
@@ -66,7 +67,7 @@ def post_tenant(body: TenantBody, _: Admin, runtime: RuntimeDep) -> dict[str, An
         ) from None
 
 
-@router.patch("/v1/admin/tenants/{name}")
+@router.patch("/v1/admin/tenants/{name}", responses=errors(*WITH_BODY, 404))
 def patch_tenant(name: str, body: FactsBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
     try:
         with unit_of_work(runtime.sessions) as session:
@@ -75,7 +76,7 @@ def patch_tenant(name: str, body: FactsBody, _: Admin, runtime: RuntimeDep) -> d
         raise GatewayError(404, "tenant_not_found", f"no tenant {name!r}", param="name") from None
 
 
-@router.post("/v1/admin/keys", status_code=201)
+@router.post("/v1/admin/keys", status_code=201, responses=errors(*WITH_BODY))
 def post_key(body: KeyBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
     pepper = runtime.settings.key_pepper.get_secret_value() if runtime.settings.key_pepper else ""
     try:
@@ -99,7 +100,7 @@ def post_key(body: KeyBody, _: Admin, runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.delete("/v1/admin/keys/{key_id}")
+@router.delete("/v1/admin/keys/{key_id}", responses=errors(404))
 def delete_key(key_id: str, principal: Admin, runtime: RuntimeDep) -> dict[str, Any]:
     """Revoke a key: the next request (API or console) made with it is refused."""
     with unit_of_work(runtime.sessions) as session:

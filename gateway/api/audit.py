@@ -16,7 +16,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.api.deps import Auditor, RuntimeDep
-from gateway.audit.decisions import decision_json
+from gateway.api.responses import AUTHENTICATED, errors
+from gateway.audit.decisions import OUTCOMES, decision_json
 from gateway.audit.export import FORMATS, export_chunks
 from gateway.audit.report import write_pdf_report
 from gateway.audit.search import (
@@ -29,30 +30,59 @@ from gateway.audit.search import (
 from gateway.audit.verify import verify_trail
 from gateway.db.engine import unit_of_work
 from gateway.db.models import Decision
-from gateway.domain import Role
+from gateway.domain import CATEGORIES, INTENDED_USES, Role
 from gateway.errors import GatewayError
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED))
 
 
 def _invalid(exc: FilterError) -> GatewayError:
     return GatewayError(422, "invalid_request", f"{exc.param}: {exc.message}", param=exc.param)
 
 
+def _time(description: str) -> Any:
+    """A time filter, declared as what ``parse_time`` accepts: a date or an RFC 3339 date-time."""
+    return Query(
+        description=description + "; a date (YYYY-MM-DD) or date-time (naive means UTC)",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "format": "date"},
+                {"type": "string", "format": "date-time"},
+            ]
+        },
+    )
+
+
+def _choice(values: tuple[str, ...]) -> Any:
+    return Query(json_schema_extra={"enum": list(values)})
+
+
 def audit_filters(
     principal: Auditor,
     runtime: RuntimeDep,
-    since: Annotated[str | None, Query(description="ISO 8601; inclusive")] = None,
-    until: Annotated[str | None, Query(description="ISO 8601; exclusive (a date: its end)")] = None,
+    since: Annotated[str | None, _time("inclusive")] = None,
+    until: Annotated[str | None, _time("exclusive (a date: its end)")] = None,
     tenant: Annotated[str | None, Query(description="tenant id or name (admins)")] = None,
     model: str | None = None,
     licence: str | None = None,
-    intended_use: str | None = None,
-    outcome: str | None = None,
-    category: str | None = None,
+    intended_use: Annotated[str | None, _choice(INTENDED_USES)] = None,
+    outcome: Annotated[str | None, _choice(OUTCOMES)] = None,
+    category: Annotated[str | None, _choice(CATEGORIES)] = None,
     user: str | None = None,
 ) -> DecisionFilters:
-    """The query's filters, pinned to the caller's tenant unless the caller is an admin."""
+    """The query's filters, pinned to the caller's tenant unless the caller is an admin.
+
+    An empty ``since``, ``until`` or choice is refused (422) as the schema says, not ignored.
+    """
+    for name, value in (
+        ("since", since),
+        ("until", until),
+        ("intended_use", intended_use),
+        ("outcome", outcome),
+        ("category", category),
+    ):
+        if value == "":
+            raise GatewayError(422, "invalid_request", f"{name}: must not be empty", param=name)
     if Role.ADMIN in principal.roles:
         tenant_id = None
         if tenant:
@@ -90,7 +120,7 @@ def audit_filters(
 Filters = Annotated[DecisionFilters, Depends(audit_filters)]
 
 
-@router.get("/v1/audit/decisions")
+@router.get("/v1/audit/decisions", responses=errors(422))
 def list_decisions(
     filters: Filters,
     runtime: RuntimeDep,
@@ -110,7 +140,7 @@ def list_decisions(
         }
 
 
-@router.get("/v1/audit/decisions/{decision_id}")
+@router.get("/v1/audit/decisions/{decision_id}", responses=errors(404))
 def get_decision(decision_id: str, principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
     with unit_of_work(runtime.sessions) as session:
         decision = session.get(Decision, decision_id)
@@ -124,7 +154,20 @@ def get_decision(decision_id: str, principal: Auditor, runtime: RuntimeDep) -> d
         return decision_json(decision)
 
 
-@router.get("/v1/audit/export")
+@router.get(
+    "/v1/audit/export",
+    response_class=StreamingResponse,
+    responses={
+        **errors(422),
+        200: {
+            "description": "the decisions as CSV, JSON Lines or a PDF report (``format``)",
+            "content": {
+                media.split(";")[0]: {"schema": {"type": "string", "format": "binary"}}
+                for media in FORMATS.values()
+            },
+        },
+    },
+)
 def export_decisions(
     filters: Filters,
     runtime: RuntimeDep,

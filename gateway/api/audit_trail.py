@@ -7,14 +7,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from gateway.api.deps import Admin, Auditor, RuntimeDep
+from gateway.api.responses import AUTHENTICATED, errors
 from gateway.audit.events import checkpoint_json
 from gateway.audit.verify import verify_trail
 from gateway.db.engine import unit_of_work
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED))
 
 
-@router.get("/v1/audit/verify")
+@router.get("/v1/audit/verify", responses=errors(422))
 def verify(_: Auditor, runtime: RuntimeDep, from_last_checkpoint: bool = False) -> dict[str, Any]:
     with unit_of_work(runtime.sessions) as session:
         report = verify_trail(

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from gateway.errors import GatewayError
 
@@ -18,6 +19,16 @@ log = logging.getLogger(__name__)
 def _param(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
+
+
+def _allowed(request: Request) -> dict[str, str]:
+    """``Allow`` for a 405: every method some route serves at this path (not just one route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return {"Allow": ", ".join(sorted(methods))}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -49,10 +60,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(err.body(), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         err = GatewayError(exc.status_code, code, str(exc.detail))
-        return JSONResponse(err.body(), status_code=exc.status_code, headers=exc.headers)
+        headers = _allowed(request) if exc.status_code == 405 else exc.headers
+        return JSONResponse(err.body(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from gateway.api.deps import RuntimeDep
@@ -18,12 +19,21 @@ from gateway.api.deps import RuntimeDep
 router = APIRouter(tags=["health"])
 
 
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, Any]
+
+
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready: `checks` says why"}},
+)
 def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:

@@ -8,15 +8,14 @@ import time
 from fastapi import APIRouter
 
 from gateway.api.deps import Requester, RuntimeDep
-from gateway.api.schemas import ErrorBody, ImageData, ImageGenerationBody, ImagesResponse
+from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
+from gateway.api.schemas import ImageData, ImageGenerationBody, ImagesResponse
 from gateway.pipeline.generate import GenerationPipeline
 from gateway.pipeline.request import GenerationRequest
 
 router = APIRouter(tags=["images"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422, 429, 503)
-}
+_ERRORS = errors(*AUTHENTICATED, *WITH_BODY, 404, 429, 503)
 
 
 @router.post("/v1/images/generations", response_model=ImagesResponse, responses=_ERRORS)

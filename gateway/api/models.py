@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway.api.deps import Requester, RuntimeDep
+from gateway.api.responses import AUTHENTICATED, errors
 from gateway.api.schemas import ModelCard, ModelList
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/v1/models", response_model=ModelList)
+@router.get("/v1/models", response_model=ModelList, responses=errors(*AUTHENTICATED))
 def list_models(_: Requester, runtime: RuntimeDep) -> ModelList:
     cards = []
     for model_id, entry in runtime.models.entries.items():

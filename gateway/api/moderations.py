@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import Requester, RuntimeDep
-from gateway.api.schemas import ErrorBody
+from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
 from gateway.errors import GatewayError
+from gateway.pipeline.image_input import ImageLimits, decode_data_urls
 from gateway.pipeline.moderation import moderate_images, moderate_texts
 from gateway.pipeline.stages import StageFailure, run_stage
 
 router = APIRouter(tags=["moderations"])
 
 MAX_ITEMS = 256
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 Text = Annotated[str, Field(max_length=32_000)]
+_ITEMS: dict[str, Any] = {"minItems": 1, "maxItems": MAX_ITEMS}  # checked below, naming `input`
 
 
 class ImageURL(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    url: str = Field(max_length=30_000_000)
+    url: str = Field(
+        max_length=30_000_000,
+        json_schema_extra={"pattern": "^data:image/[^,]*;base64,"},  # checked when decoded
+        description="a data:image/...;base64 URL (the gateway fetches nothing); PNG, JPEG, "
+        "WebP or GIF",
+    )
 
 
 class ImagePart(BaseModel):
@@ -44,37 +47,15 @@ class TextPart(BaseModel):
 
 class ModerationBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    input: Text | list[Text] | list[TextPart | ImagePart] = Field(
-        description="a string, a list of strings, or OpenAI's list of text / image_url parts"
-    )
+    input: (
+        Text
+        | Annotated[list[Text], Field(json_schema_extra=_ITEMS)]
+        | Annotated[list[TextPart | ImagePart], Field(json_schema_extra=_ITEMS)]
+    ) = Field(description="a string, a list of strings, or OpenAI's list of text / image_url parts")
     model: str | None = Field(default=None, max_length=200, description="accepted, ignored")
 
 
-def _decode_image(url: str, index: int) -> Image.Image:
-    param = f"input.{index}.image_url.url"
-    head, sep, data = url.partition(",")
-    if not (sep and head.startswith("data:image/") and head.endswith(";base64")):
-        raise GatewayError(
-            422,
-            "invalid_image",
-            "only data:image/...;base64 URLs are accepted "
-            "(the gateway fetches nothing from the network)",
-            param=param,
-        )
-    try:
-        raw = base64.b64decode(data, validate=True)
-        if len(raw) > MAX_IMAGE_BYTES:
-            raise GatewayError(422, "invalid_image", "image is larger than 20 MB", param=param)
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
-        raise GatewayError(
-            422, "invalid_image", f"not a decodable image: {exc}", param=param
-        ) from exc
-    return image.convert("RGB")
-
-
-@router.post("/v1/moderations", responses={c: {"model": ErrorBody} for c in (401, 403, 422, 503)})
+@router.post("/v1/moderations", responses=errors(*AUTHENTICATED, *WITH_BODY, 503))
 def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep) -> dict[str, Any]:
     items = body.input if isinstance(body.input, list) else [body.input]
     if not items or len(items) > MAX_ITEMS:
@@ -82,14 +63,21 @@ def moderations(body: ModerationBody, principal: Requester, runtime: RuntimeDep)
             422, "invalid_request", f"input must hold 1 to {MAX_ITEMS} items", param="input"
         )
     texts: list[tuple[int, str]] = []
-    images: list[tuple[int, Image.Image]] = []
+    urls: list[tuple[int, str]] = []
     for i, item in enumerate(items):
         if isinstance(item, str):
             texts.append((i, item))
         elif isinstance(item, TextPart):
             texts.append((i, item.text))
         else:
-            images.append((i, _decode_image(item.image_url.url, i)))
+            urls.append((i, item.image_url.url))
+    decoded = decode_data_urls(
+        [(f"input.{i}.image_url.url", url) for i, url in urls],
+        ImageLimits.from_settings(runtime.settings),
+    )
+    images: list[tuple[int, Image.Image]] = [
+        (i, image) for (i, _), image in zip(urls, decoded, strict=True)
+    ]
     enf = runtime.policy.current()  # one policy version for the whole request
     policy = enf.bundle.content
     timeout = runtime.settings.stage_timeout_s

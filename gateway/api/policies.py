@@ -5,29 +5,42 @@ Thin: every route calls ``PolicyService`` (``gateway/policy/workflow.py``).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import LegalApprover, LegalEditor, PolicyReader, RuntimeDep
-from gateway.api.schemas import ErrorBody
+from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
+from gateway.api.schemas import INTEGRAL, MAX_ROW_ID, Int, RowId, Timestamp
 from gateway.errors import GatewayError
 from gateway.policy.replay import MAX_LIMIT
-from gateway.policy.workflow import PolicyService
+from gateway.policy.workflow import FILE_PATH, MAX_FILE_BYTES, MAX_FILES, PolicyService
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"])
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    c: {"model": ErrorBody} for c in (401, 403, 404, 409, 422)
-}
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=errors(*AUTHENTICATED))
+_READ = errors(404, 422)
+_WRITE = errors(*WITH_BODY, 404, 409)
 
-Files = dict[str, str | None]
+Files = Annotated[
+    dict[str, str | None],
+    Field(
+        max_length=MAX_FILES,
+        json_schema_extra={
+            "propertyNames": {"pattern": f"^{FILE_PATH}$"},
+            "additionalProperties": {
+                "anyOf": [{"type": "string", "maxLength": MAX_FILE_BYTES}, {"type": "null"}],
+                "description": f"at most {MAX_FILE_BYTES} bytes of UTF-8",
+            },
+        },
+    ),
+]
 
 
 class DraftBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    base_version: int | None = Field(default=None, ge=1, description="default: the active one")
+    base_version: Annotated[int, Field(ge=1, le=MAX_ROW_ID, strict=True), INTEGRAL] | None = Field(
+        default=None, description="default: the active one"
+    )
     files: Files = Field(
         default_factory=dict, description="path -> content (overlays the base); null deletes"
     )
@@ -42,13 +55,15 @@ class DraftUpdate(BaseModel):
 
 class ReplayBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    limit: int = Field(default=1000, ge=1, le=MAX_LIMIT)
-    since: datetime | None = None
+    limit: Int = Field(default=1000, ge=1, le=MAX_LIMIT, strict=True)
+    since: Timestamp | None = None
 
 
 class ApproveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    effective_at: datetime | None = Field(default=None, description="schedule the switch")
+    effective_at: Timestamp | None = Field(
+        default=None, description="schedule the switch (with a time zone)"
+    )
 
 
 class RejectBody(BaseModel):
@@ -60,64 +75,64 @@ def _service(runtime: RuntimeDep) -> PolicyService:
     return PolicyService(runtime)
 
 
-@router.get("/active", responses=_ERRORS)
+@router.get("/active", responses=errors(404))
 def active(_: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).active()
 
 
-@router.get("/versions", responses=_ERRORS)
+@router.get("/versions")
 def versions(_: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
     return {"data": _service(runtime).versions()}
 
 
-@router.get("/versions/{version_id}", responses=_ERRORS)
-def version(version_id: int, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
+@router.get("/versions/{version_id}", responses=_READ)
+def version(version_id: RowId, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).version(version_id)
 
 
-@router.get("/versions/{a}/diff/{b}", responses=_ERRORS)
-def diff(a: int, b: int, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
+@router.get("/versions/{a}/diff/{b}", responses=_READ)
+def diff(a: RowId, b: RowId, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).diff(a, b)
 
 
-@router.post("/drafts", status_code=201, responses=_ERRORS)
+@router.post("/drafts", status_code=201, responses=errors(*WITH_BODY, 404))
 def create_draft(body: DraftBody, principal: LegalEditor, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).create_draft(principal, body.base_version, body.files, body.note)
 
 
-@router.put("/drafts/{draft_id}", responses=_ERRORS)
+@router.put("/drafts/{draft_id}", responses=_WRITE)
 def update_draft(
-    draft_id: int, body: DraftUpdate, principal: LegalEditor, runtime: RuntimeDep
+    draft_id: RowId, body: DraftUpdate, principal: LegalEditor, runtime: RuntimeDep
 ) -> dict[str, Any]:
     return _service(runtime).update_draft(principal, draft_id, body.files, body.note)
 
 
-@router.post("/drafts/{draft_id}/validate", responses=_ERRORS)
-def validate(draft_id: int, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/drafts/{draft_id}/validate", responses=_READ)
+def validate(draft_id: RowId, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).validate(draft_id)
 
 
-@router.post("/drafts/{draft_id}/test", responses=_ERRORS)
-def test(draft_id: int, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/drafts/{draft_id}/test", responses=_READ)
+def test(draft_id: RowId, _: PolicyReader, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).test(draft_id)
 
 
-@router.post("/drafts/{draft_id}/replay", responses=_ERRORS)
+@router.post("/drafts/{draft_id}/replay", responses=_WRITE)
 def replay(
-    draft_id: int, principal: LegalEditor, runtime: RuntimeDep, body: ReplayBody | None = None
+    draft_id: RowId, principal: LegalEditor, runtime: RuntimeDep, body: ReplayBody | None = None
 ) -> dict[str, Any]:
     body = body or ReplayBody()
     return _service(runtime).replay(principal, draft_id, body.limit, body.since)
 
 
-@router.post("/drafts/{draft_id}/submit", responses=_ERRORS)
-def submit(draft_id: int, principal: LegalEditor, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/drafts/{draft_id}/submit", responses=errors(404, 409, 422))
+def submit(draft_id: RowId, principal: LegalEditor, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).submit(principal, draft_id)
 
 
-@router.post("/drafts/{draft_id}/approve", responses=_ERRORS)
+@router.post("/drafts/{draft_id}/approve", responses=_WRITE)
 def approve(
-    draft_id: int,
+    draft_id: RowId,
     principal: LegalApprover,
     runtime: RuntimeDep,
     body: ApproveBody | None = None,
@@ -130,8 +145,8 @@ def approve(
     return _service(runtime).approve(principal, draft_id, effective)
 
 
-@router.post("/drafts/{draft_id}/reject", responses=_ERRORS)
+@router.post("/drafts/{draft_id}/reject", responses=_WRITE)
 def reject(
-    draft_id: int, body: RejectBody, principal: LegalApprover, runtime: RuntimeDep
+    draft_id: RowId, body: RejectBody, principal: LegalApprover, runtime: RuntimeDep
 ) -> dict[str, Any]:
     return _service(runtime).reject(principal, draft_id, body.reason)

@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import Requester, RuntimeDep
-from gateway.api.schemas import ErrorBody, IntendedUse
+from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
+from gateway.api.schemas import IntendedUse
 from gateway.auth.tenants import TenantNotFound, get_tenant
 from gateway.db.engine import unit_of_work
 from gateway.domain import Direction, Role
@@ -28,7 +29,7 @@ class EvaluateBody(BaseModel):
     prompt: str | None = Field(default=None, min_length=1, max_length=4000)
 
 
-@router.post("/v1/policy/evaluate", responses={c: {"model": ErrorBody} for c in (403, 404, 422)})
+@router.post("/v1/policy/evaluate", responses=errors(*AUTHENTICATED, *WITH_BODY, 404, 503))
 def evaluate(body: EvaluateBody, principal: Requester, runtime: RuntimeDep) -> dict[str, Any]:
     bundle = runtime.bundle
     if body.model not in bundle.models.models:

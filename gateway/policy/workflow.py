@@ -12,6 +12,7 @@ from every author of the draft (``four_eyes_required``).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,8 @@ from gateway.policy.store import (
 from gateway.runtime import Runtime
 
 MAX_FILES, MAX_FILE_BYTES = 200, 1_000_000
+FILE_PATH = r"([^/\\.][^/\\]*/)*[^/\\.][^/\\]*\.yaml"
+"""A draft's file name: a relative path of non-empty segments, none starting with a dot."""
 
 
 def principal_id(principal: Principal) -> str:
@@ -61,12 +64,7 @@ def _check_files(files: Mapping[str, str | None]) -> None:
     if len(files) > MAX_FILES:
         raise GatewayError(422, "invalid_files", f"at most {MAX_FILES} files", param="files")
     for name, text in files.items():
-        if (
-            not name.endswith(".yaml")
-            or name.startswith(("/", "."))
-            or ".." in name.split("/")
-            or "\\" in name
-        ):
+        if re.fullmatch(FILE_PATH, name) is None:
             raise GatewayError(
                 422,
                 "invalid_files",
