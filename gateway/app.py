@@ -19,6 +19,7 @@ from gateway.api import (
     policy,
 )
 from gateway.api.errors import install_error_handlers
+from gateway.api.request_id import RequestIdMiddleware
 from gateway.console import console_router
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)  # innermost of ServerErrorMiddleware: see there
     for router in (
         health.router,
         images.router,
