@@ -66,7 +66,7 @@ class DatabaseFault:
         admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow)}'))
+                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {allow!s}'))
                 if not allow:
                     conn.execute(
                         text(

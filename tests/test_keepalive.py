@@ -48,9 +48,9 @@ def test_a_500_is_answered_with_a_request_id_and_the_connection_survives(
     }
     port = _free_port()
     log = tmp_path / "serve.log"
+    command = ["-m", "uvicorn", "tests.serve_with_fault:app", "--factory", "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.serve_with_fault:app", "--factory"]
-        + ["--port", str(port), "--timeout-keep-alive", "30"],
+        [sys.executable, *command, "--timeout-keep-alive", "30"],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

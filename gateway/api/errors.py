@@ -66,9 +66,5 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable in %s: %s", request.url.path, describe(exc))
         runtime = getattr(request.app.state, "runtime", None)
         retry_after = runtime.settings.retry_after_s if runtime is not None else 2
-        err = GatewayError(
-            503, "database_unavailable", "the database is unavailable; retry later"
-        )
-        return JSONResponse(
-            err.body(), status_code=503, headers={"Retry-After": str(retry_after)}
-        )
+        err = GatewayError(503, "database_unavailable", "the database is unavailable; retry later")
+        return JSONResponse(err.body(), status_code=503, headers={"Retry-After": str(retry_after)})

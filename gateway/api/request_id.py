@@ -36,7 +36,7 @@ _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 def request_id_of(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if _SANE.fullmatch(text):
                 return text
             break

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.decisions import DecisionAlreadyClosed, close_decision
 from gateway.audit.events import AuditLog
-from gateway.audit.writer import DecisionWriter, Stuck
+from gateway.audit.stuck import Stuck
+from gateway.audit.writer import DecisionWriter
 from gateway.db.engine import unit_of_work
 from gateway.db.faults import describe
 from gateway.db.models import Decision

@@ -35,7 +35,6 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,26 +51,9 @@ from gateway.audit.decisions import (
     received_event,
 )
 from gateway.audit.events import AuditLog, EventSpec, insert_many
+from gateway.audit.stuck import AuditUnavailable, Stuck, stuck_after
 from gateway.db.faults import describe, is_transient
 from gateway.db.models import Decision, PersonalData
-
-
-class AuditUnavailable(Exception):
-    """The database did not take an audit write within its retry window (nothing passes)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the audit trail could not be written: {reason}")
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Stuck:
-    """A decision this process gave up writing; the reconciler closes it as ``failed``."""
-
-    reason: str  # what stopped the write (no personal data: see gateway.db.faults.describe)
-    answered: int  # the status its client got: 503 audit_unavailable, or 500
-    intended: dict[str, Any] | None = None  # the close that failed: outcome, http_status, ...
-    record: dict[str, Any] | None = None  # ... and its record
 
 
 class _Job:
@@ -222,7 +204,7 @@ class DecisionWriter:
         try:
             self._submit(job)
         except BaseException as exc:
-            self._give_up(job.decision_id, _stuck(exc))
+            self._give_up(job.decision_id, stuck_after(exc))
             raise
         return job.decision_id
 
@@ -249,7 +231,7 @@ class DecisionWriter:
             raise
         except BaseException as exc:
             intended = {"outcome": outcome, "http_status": http_status, "error_code": error_code}
-            self._give_up(decision_id, _stuck(exc, intended, record))
+            self._give_up(decision_id, stuck_after(exc, intended, record))
             raise
         with self._mutex:
             self._in_flight.discard(decision_id)
@@ -380,7 +362,6 @@ class DecisionWriter:
         self.writes += len(events)
         return errors
 
-
     def _skip_committed(self, conn: Connection, batch: list[_Job]) -> list[_Job]:
         """Drop retried opens whose earlier attempt committed after all (they are written)."""
         retried = [j.decision_id for j in batch if isinstance(j, _Open) and j.retried]
@@ -388,16 +369,6 @@ class DecisionWriter:
             return batch
         done = set(conn.scalars(select(Decision.id).where(Decision.id.in_(retried))))
         return [j for j in batch if not (isinstance(j, _Open) and j.decision_id in done)]
-
-
-def _stuck(
-    exc: BaseException,
-    intended: dict[str, Any] | None = None,
-    record: dict[str, Any] | None = None,
-) -> Stuck:
-    if isinstance(exc, AuditUnavailable):
-        return Stuck(exc.reason, 503, intended, record)
-    return Stuck(describe(exc), 500, intended, record)
 
 
 def _finish(batch: list[_Job], errors: dict[_Job, BaseException]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.decisions import Opening
-from gateway.audit.writer import AuditUnavailable
+from gateway.audit.stuck import AuditUnavailable
 from gateway.domain import Direction, LicenceDecision, Principal
 from gateway.errors import GatewayError
 from gateway.generation.run import GenerationParams, run_pipeline

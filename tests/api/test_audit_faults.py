@@ -20,7 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from gateway.app import create_app
-from gateway.audit.writer import AuditUnavailable
 from gateway.auth.keys import authenticate, create_key
 from gateway.db.engine import unit_of_work
 from gateway.db.models import Decision
@@ -77,9 +76,7 @@ def _wait_all_closed(runtime: Runtime, within_s: float) -> dict[str, Decision]:
     raise AssertionError(f"still open after {within_s} s: {left}")
 
 
-def _fault_during_generation(
-    runtime: Runtime, fault: DatabaseFault, seconds: float
-) -> list[float]:
+def _fault_during_generation(runtime: Runtime, fault: DatabaseFault, seconds: float) -> list[float]:
     """The database breaks as the (real) generator first finishes: the close meets the fault.
 
     Returns a list that receives the monotonic time the fault began.
