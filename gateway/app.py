@@ -20,6 +20,7 @@ from gateway.api import (
 )
 from gateway.api.body_limit import BodyLimit
 from gateway.api.errors import install_error_handlers
+from gateway.api.request_id import RequestIdMiddleware
 from gateway.console import console_router
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestIdMiddleware)  # innermost of ServerErrorMiddleware: see there
     for router in (
         health.router,
         images.router,

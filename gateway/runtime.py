@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.decisions import abort_open_decisions
 from gateway.audit.events import AuditLog
+from gateway.audit.reconcile import Reconciler
 from gateway.audit.signing import load_or_create_signer
 from gateway.audit.writer import DecisionWriter
 from gateway.db.engine import make_engine, make_session_factory, unit_of_work
@@ -71,6 +72,7 @@ class Runtime:
     worker: GenerationWorker
     executor: ThreadPoolExecutor
     recovered: list[str]
+    reconciler: Reconciler | None = None  # closes decisions a database fault left open
 
     # the version in force right now; a request should take ``policy.current()`` once
     @property
@@ -90,6 +92,8 @@ class Runtime:
         return self.policy.current().models
 
     def close(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
         self.refresher.stop()
         self.worker.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -101,7 +105,11 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     upgrade(url, settings.migrations_dir)
-    engine = make_engine(url, sqlite_synchronous=settings.sqlite_synchronous)
+    engine = make_engine(
+        url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+    )
     sessions = make_session_factory(engine)
     signer = load_or_create_signer(
         settings.data_dir,
@@ -157,12 +165,15 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     refresher.start()
     worker = GenerationWorker(settings.queue_size)
     worker.start()
+    writer = DecisionWriter(
+        engine, audit, retry_s=settings.audit_retry_s, backoff_s=settings.audit_retry_backoff_s
+    )
     parts: dict[str, Any] = {
         "settings": settings,
         "engine": engine,
         "sessions": sessions,
         "audit": audit,
-        "decisions": DecisionWriter(engine, audit),
+        "decisions": writer,
         "policy": policy,
         "refresher": refresher,
         "encoder": models.encoder,
@@ -171,7 +182,12 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "recovered": recovered,
     }
     parts.update(overrides)
-    return Runtime(**parts)
+    runtime = Runtime(**parts)
+    runtime.reconciler = Reconciler(
+        sessions, audit, runtime.decisions, settings.instance_id, settings.reconcile_interval_s
+    )
+    runtime.reconciler.start()
+    return runtime
 
 
 def _load_active_bundle(

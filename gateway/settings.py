@@ -90,6 +90,24 @@ class Settings(BaseSettings):
         default="FULL",
         description="FULL: commits survive power loss; NORMAL: faster, survive process crashes",
     )
+    sqlite_busy_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long a SQLite write waits for another's lock"
+    )
+    audit_retry_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a decision write is retried (with backoff) when the database "
+        "fails; then the request is answered 503 audit_unavailable",
+    )
+    audit_retry_backoff_s: float = Field(
+        default=0.1, gt=0, description="First pause between retries; doubles, at most 1 s"
+    )
+    reconcile_interval_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often a replica closes its own decisions left open by a database "
+        "fault, as failed (0: only at the next start, as aborted)",
+    )
     checkpoint_every: int = Field(default=1000, ge=0, description="0: only on demand")
     policy_refresh_s: float = Field(
         default=2.0,

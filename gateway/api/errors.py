@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from gateway.db.faults import describe, is_transient
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,15 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = _allowed(request) if exc.status_code == 405 else exc.headers
         return JSONResponse(err.body(), status_code=exc.status_code, headers=headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        err = GatewayError(500, "internal_error", "internal error; the request was not served")
-        return JSONResponse(err.body(), status_code=500)
+    # A database that is down, locked or dropping connections is not a bug: 503, retry
+    # later. Decision writes say so themselves (503 audit_unavailable, after retrying).
+    # Anything else unexpected is answered 500 by gateway.api.request_id.
+    @app.exception_handler(SQLAlchemyError)
+    async def database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if not is_transient(exc):
+            raise exc
+        log.warning("database unavailable in %s: %s", request.url.path, describe(exc))
+        runtime = getattr(request.app.state, "runtime", None)
+        retry_after = runtime.settings.retry_after_s if runtime is not None else 2
+        err = GatewayError(503, "database_unavailable", "the database is unavailable; retry later")
+        return JSONResponse(err.body(), status_code=503, headers={"Retry-After": str(retry_after)})

@@ -30,6 +30,7 @@ OUTCOMES = (
     "queue_full",
     "safety_system_unavailable",
     "aborted",  # the process died before the decision closed
+    "failed",  # the closing write failed (database down); closed later by the reconciler
 )
 
 

@@ -51,6 +51,7 @@ _OUTCOME_COLOURS = {
     "queue_full": "#90a4ae",
     "safety_system_unavailable": "#37474f",
     "aborted": "#000000",
+    "failed": "#4e342e",
     "open": "#bdbdbd",
 }
 

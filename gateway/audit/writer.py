@@ -16,12 +16,25 @@ committed, and sees that transaction's error otherwise (fail closed). If a batch
 writes are retried one transaction each, so one bad write cannot fail the others. Across
 processes and replicas the head row lock (``BEGIN IMMEDIATE`` on SQLite) still orders the
 batches, so the sequence stays gapless.
+
+Faults: a batch that fails with a transient database error (connection lost or killed,
+SQLite locked past its busy timeout, see :func:`gateway.db.faults.is_transient`) is tried
+again after a pause that doubles each time, until each write's own retry window (counted
+from when its caller handed it over) has passed; a write whose window runs out fails with
+:class:`AuditUnavailable`. A retried write whose earlier commit did happen (the connection
+died after the server committed) is recognised and not written twice.
+
+The writer also knows which decisions this process has opened and not yet closed
+(:meth:`DecisionWriter.in_flight`), and which closes it gave up on and why
+(:meth:`DecisionWriter.stuck`): :mod:`gateway.audit.reconcile` closes those as ``failed``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,16 +51,20 @@ from gateway.audit.decisions import (
     received_event,
 )
 from gateway.audit.events import AuditLog, EventSpec, insert_many
+from gateway.audit.stuck import AuditUnavailable, Stuck, stuck_after
+from gateway.db.faults import describe, is_transient
 from gateway.db.models import Decision, PersonalData
 
 
 class _Job:
-    __slots__ = ("done", "error", "wake")
+    __slots__ = ("deadline", "done", "error", "retried", "wake")
 
     def __init__(self) -> None:
         self.wake = threading.Event()
         self.done = False
         self.error: BaseException | None = None
+        self.deadline = math.inf  # monotonic time after which a transient failure is final
+        self.retried = False  # an attempt failed transiently: its commit may have happened
 
 
 class _Open(_Job):
@@ -126,20 +143,69 @@ def _close_rows(conn: Connection, closes: list[dict[str, Any]]) -> int:
 class DecisionWriter:
     """Opens and closes decisions durably, batching concurrent callers into one commit."""
 
-    def __init__(self, engine: Engine, log: AuditLog, *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        log: AuditLog,
+        *,
+        max_batch: int = 256,
+        retry_s: float = 5.0,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 1.0,
+    ) -> None:
         self.engine = engine
         self.log = log
         self.max_batch = max_batch
+        self.retry_s = retry_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self._mutex = threading.Lock()
         self._pending: list[_Job] = []
         self._leading = False
+        self._in_flight: set[str] = set()
+        self._stuck: dict[str, Stuck] = {}
         self.batches = 0  # transactions committed (for the benchmark and tests)
         self.writes = 0  # writes committed
+        self.retries = 0  # transient failures retried
 
+    # -- what the reconciler needs ------------------------------------------------------
+    def in_flight(self) -> set[str]:
+        """Decisions opened (or being opened) here whose request has not finished closing."""
+        with self._mutex:
+            return set(self._in_flight)
+
+    def stuck(self) -> dict[str, Stuck]:
+        """Decisions whose write this process gave up on, with why."""
+        with self._mutex:
+            return dict(self._stuck)
+
+    def forget(self, decision_ids: set[str]) -> None:
+        """The reconciler closed these (or found them not open): stop tracking them."""
+        with self._mutex:
+            for decision_id in decision_ids:
+                self._stuck.pop(decision_id, None)
+
+    def _give_up(self, decision_id: str, stuck: Stuck) -> None:
+        with self._mutex:
+            self._in_flight.discard(decision_id)
+            self._stuck[decision_id] = stuck
+
+    # -- the API --------------------------------------------------------------------------
     def open(self, opening: Opening) -> str:
-        """Write the decision and its ``received`` event; return its id once committed."""
+        """Write the decision and its ``received`` event; return its id once committed.
+
+        Raises :class:`AuditUnavailable` when the database stays down for the retry window;
+        the decision may then exist (its commit may have happened), so it is handed to the
+        reconciler, which closes it as ``failed`` if it does.
+        """
         job = _Open(opening)
-        self._submit(job)
+        with self._mutex:
+            self._in_flight.add(job.decision_id)
+        try:
+            self._submit(job)
+        except BaseException as exc:
+            self._give_up(job.decision_id, stuck_after(exc))
+            raise
         return job.decision_id
 
     def close(
@@ -151,11 +217,28 @@ class DecisionWriter:
         error_code: str | None,
         record: dict[str, Any],
     ) -> None:
-        """Close an open decision with its ``decided`` event; return once committed."""
-        self._submit(_Close(decision_id, outcome, http_status, error_code, record))
+        """Close an open decision with its ``decided`` event; return once committed.
+
+        Raises :class:`AuditUnavailable` when the database stays down for the retry window;
+        the decision stays open and is handed, with the close that failed, to the reconciler.
+        """
+        job = _Close(decision_id, outcome, http_status, error_code, record)
+        try:
+            self._submit(job)
+        except DecisionAlreadyClosed:
+            with self._mutex:  # someone else closed it: it is not ours to track any more
+                self._in_flight.discard(decision_id)
+            raise
+        except BaseException as exc:
+            intended = {"outcome": outcome, "http_status": http_status, "error_code": error_code}
+            self._give_up(decision_id, stuck_after(exc, intended, record))
+            raise
+        with self._mutex:
+            self._in_flight.discard(decision_id)
 
     # -- group commit -------------------------------------------------------------------
     def _submit(self, job: _Job) -> None:
+        job.deadline = time.monotonic() + self.retry_s
         with self._mutex:
             self._pending.append(job)
             lead = not self._leading
@@ -186,17 +269,32 @@ class DecisionWriter:
                     self._leading = False
 
     def _write(self, batch: list[_Job]) -> None:
-        try:
-            _finish(batch, self._write_batch(batch))
-        except Exception as exc:
-            if len(batch) == 1:
-                _finish(batch, {batch[0]: exc})
+        delay = self.backoff_s
+        while batch:
+            try:
+                _finish(batch, self._write_batch(batch))
                 return
-            for job in batch:  # find the bad write; the others still commit
-                try:
-                    _finish([job], self._write_batch([job]))
-                except Exception as one:
-                    _finish([job], {job: one})
+            except Exception as exc:
+                if not is_transient(exc):
+                    if len(batch) == 1:
+                        _finish(batch, {batch[0]: exc})
+                        return
+                    for job in batch:  # find the bad write; the others still commit
+                        self._write([job])
+                    return
+                self.retries += 1
+                now = time.monotonic()
+                expired = [job for job in batch if job.deadline <= now + delay]
+                reason = describe(exc)
+                for job in expired:  # their callers answer 503 now, not when the batch ends
+                    job.error, job.done = AuditUnavailable(reason), True
+                    job.wake.set()
+                batch = [job for job in batch if not job.done]
+                for job in batch:
+                    job.retried = True
+                if batch:
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff_s)
 
     def _write_batch(self, batch: list[_Job]) -> dict[_Job, BaseException]:
         """One transaction for the batch; return the writes refused (they wrote nothing)."""
@@ -206,6 +304,7 @@ class DecisionWriter:
         personal: list[dict[str, str]] = []
         events: list[EventSpec] = []
         with self.engine.begin() as conn:
+            batch = self._skip_committed(conn, batch)
             close_ids = sorted({j.decision_id for j in batch if isinstance(j, _Close)})
             tenants: dict[str, str] = {}
             found: set[str] = set()
@@ -227,6 +326,8 @@ class DecisionWriter:
                     spec, rows_ = received_event(job.decision_id, job.opening)
                 elif isinstance(job, _Close):
                     tenant_id = tenants.pop(job.decision_id, "")  # a second close is refused
+                    if not tenant_id and job.retried and job.decision_id in found:
+                        continue  # our earlier attempt did commit (only we close it)
                     if not tenant_id:
                         errors[job] = (
                             DecisionAlreadyClosed(job.decision_id)
@@ -260,6 +361,14 @@ class DecisionWriter:
         self.batches += 1
         self.writes += len(events)
         return errors
+
+    def _skip_committed(self, conn: Connection, batch: list[_Job]) -> list[_Job]:
+        """Drop retried opens whose earlier attempt committed after all (they are written)."""
+        retried = [j.decision_id for j in batch if isinstance(j, _Open) and j.retried]
+        if not retried:
+            return batch
+        done = set(conn.scalars(select(Decision.id).where(Decision.id.in_(retried))))
+        return [j for j in batch if not (isinstance(j, _Open) and j.decision_id in done)]
 
 
 def _finish(batch: list[_Job], errors: dict[_Job, BaseException]) -> None:

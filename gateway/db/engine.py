@@ -11,22 +11,26 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+def make_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeout_s: float = 30.0
+) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            url,
+            connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_s},
+            pool_pre_ping=True,
         )
-        _sqlite_serialised_writes(engine, sqlite_synchronous)
+        _sqlite_serialised_writes(engine, sqlite_synchronous, sqlite_busy_timeout_s)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _sqlite_serialised_writes(engine: Engine, synchronous: str) -> None:
+def _sqlite_serialised_writes(engine: Engine, synchronous: str, busy_timeout_s: float) -> None:
     """WAL, the chosen sync level, and BEGIN IMMEDIATE so writers queue instead of failing.
 
     ``FULL`` (default): every commit survives power loss. ``NORMAL`` in WAL mode: commits
@@ -42,7 +46,7 @@ def _sqlite_serialised_writes(engine: Engine, synchronous: str) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -6,6 +6,12 @@ provenance → close decision (``decided``, same transaction as the outcome).
 
 Every stage that raises or overruns denies the request (503 ``safety_system_unavailable``)
 and the denial is recorded. Nothing leaves unless both classifiers and the policy said yes.
+
+Nothing leaves either unless its decision is committed closed: when the database does not
+take the opening or closing write within the writer's retry window, the request is answered
+503 ``audit_unavailable`` (with ``Retry-After``) and no image; a decision left open that way
+is closed as ``failed`` by the replica's reconciler (:mod:`gateway.audit.reconcile`). An
+unexpected error in a stage closes the decision as ``failed`` before it is answered 500.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.decisions import Opening
+from gateway.audit.stuck import AuditUnavailable
 from gateway.domain import Direction, LicenceDecision, Principal
 from gateway.errors import GatewayError
 from gateway.generation.run import GenerationParams, run_pipeline
@@ -96,7 +103,7 @@ class GenerationPipeline:
             "seed": seed,
             "intended_use": use,
         }
-        decision_id = rt.decisions.open(  # committed before any model runs
+        decision_id = self._open(  # committed before any model runs
             Opening(
                 tenant_id=principal.tenant_id,
                 key_id=principal.key_id,
@@ -145,6 +152,10 @@ class GenerationPipeline:
                 f"the {failure.stage} stage failed, so the request was refused (fail closed)",
                 decision_id=decision_id,
             ) from failure
+        except Exception as exc:  # a bug: recorded, then answered 500 (never an image)
+            record["errors"].append({"stage": "pipeline", "message": type(exc).__name__})
+            self._close(decision_id, "failed", 500, "internal_error", record)
+            raise
         self._close(decision_id, result.outcome, 200, None, record)
         return result
 
@@ -338,12 +349,31 @@ class GenerationPipeline:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{index}.png").write_bytes(png)
 
+    def _open(self, opening: Opening) -> str:
+        try:
+            return self._rt.decisions.open(opening)
+        except AuditUnavailable as exc:
+            raise self._audit_unavailable(exc, None) from exc
+
     def _close(
         self, decision_id: str, outcome: str, status: int, code: str | None, record: dict[str, Any]
     ) -> None:
         # committed (with the outcome) before the response is returned
-        self._rt.decisions.close(
-            decision_id, outcome=outcome, http_status=status, error_code=code, record=record
+        try:
+            self._rt.decisions.close(
+                decision_id, outcome=outcome, http_status=status, error_code=code, record=record
+            )
+        except AuditUnavailable as exc:  # left open; the reconciler closes it as failed
+            raise self._audit_unavailable(exc, decision_id) from exc
+
+    def _audit_unavailable(self, exc: AuditUnavailable, decision_id: str | None) -> GatewayError:
+        return GatewayError(
+            503,
+            "audit_unavailable",
+            "the decision could not be recorded (the audit database is unavailable), so "
+            "nothing was delivered; retry later",
+            decision_id=decision_id,
+            headers={"Retry-After": str(self._rt.settings.retry_after_s)},
         )
 
 

@@ -292,3 +292,51 @@ def test_batched_rows_equal_the_per_transaction_ones(runtime: Runtime) -> None:
         f for _, f, _ in personal if _ == reference.id
     }
     _assert_chain(runtime, 8)
+
+
+def test_a_retried_write_whose_commit_happened_is_not_written_twice(runtime: Runtime) -> None:
+    """The connection can die after the server committed: the retry must recognise it."""
+    _tenant(runtime)
+    writer = runtime.decisions
+    opened = _Open(_opening(1))
+    writer._write([opened])
+    assert opened.error is None
+    again = _Open(_opening(1))
+    again.decision_id, again.retried = opened.decision_id, True  # same write, tried again
+    writer._write([again])
+    assert again.error is None  # not a duplicate key: it was recognised as committed
+    close = _Close(opened.decision_id, "allowed", 200, None, {})
+    writer._write([close])
+    close_again = _Close(opened.decision_id, "allowed", 200, None, {})
+    close_again.retried = True
+    writer._write([close_again])
+    assert close.error is None and close_again.error is None
+    _assert_chain(runtime, 2)  # one received, one decided
+
+
+def test_the_reconciler_closes_only_this_replicas_idle_open_decisions(runtime: Runtime) -> None:
+    _tenant(runtime)
+    me = runtime.settings.instance_id
+    assert runtime.reconciler is not None
+    writer = runtime.decisions
+    mine_in_flight = writer.open(dataclasses.replace(_opening(1), instance_id=me))
+    with unit_of_work(runtime.sessions) as session:  # left open by a request that vanished
+        orphan = open_decision(
+            session, runtime.audit, dataclasses.replace(_opening(2), instance_id=me)
+        ).id
+        other = open_decision(  # another replica's: it may still be running
+            session, runtime.audit, dataclasses.replace(_opening(3), instance_id="other")
+        ).id
+    deadline = time.monotonic() + 10
+    while runtime.reconciler.closed < 1:
+        runtime.reconciler.run_once()
+        assert time.monotonic() < deadline
+    with runtime.sessions() as session:
+        rows = {d.id: d for d in session.scalars(select(Decision))}
+    assert rows[orphan].status == "closed" and rows[orphan].outcome == "failed"
+    assert rows[orphan].http_status == 0 and rows[orphan].error_code == "failed"
+    assert "no request in flight" in (rows[orphan].record or {})["errors"][-1]["message"]
+    assert rows[mine_in_flight].status == "open"  # its request is still working on it
+    assert rows[other].status == "open"
+    writer.close(mine_in_flight, outcome="allowed", http_status=200, error_code=None, record={})
+    assert writer.in_flight() == set() and writer.stuck() == {}
