@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError
+from gateway.observability.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class RequestIdMiddleware:
             return
         request_id = request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)  # log lines of this request carry its id
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -94,3 +96,5 @@ class RequestIdMiddleware:
                 internal_error(request_id), status_code=500, headers={HEADER: request_id}
             )
             await response(scope, receive, send)
+        finally:
+            request_id_var.reset(token)

@@ -27,6 +27,7 @@ from gateway.domain import Direction, LicenceDecision, Principal
 from gateway.errors import GatewayError
 from gateway.generation.run import GenerationParams, run_pipeline
 from gateway.generation.worker import QueueFull
+from gateway.observability.logs import decision_id_var
 from gateway.pipeline.request import DeliveredImage, GenerationRequest, GenerationResult
 from gateway.pipeline.stages import StageFailure, run_stage, wait_for
 from gateway.policy.active import Enforcement
@@ -116,6 +117,7 @@ class GenerationPipeline:
                 request=request_json,
             )
         )
+        decision_id_var.set(decision_id)  # this request's log lines name its decision
 
         record: dict[str, Any] = {
             "timings_ms": {},
