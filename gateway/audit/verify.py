@@ -46,6 +46,7 @@ class VerifyReport:
     row_errors: tuple[RowError, ...] = ()  # the first findings (at most rows.MAX_ERRORS)
     row_error_count: int = 0
     rows_verified: bool = False  # whether the row checks ran
+    first_bad_decision_id: str | None = None  # the decision of the event at first_bad_seq
 
     @property
     def chain_ok(self) -> bool:
@@ -89,6 +90,7 @@ class VerifyReport:
             "checkpoint": self.checkpoint,
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
+            "first_bad_decision_id": self.first_bad_decision_id,
             "rows_verified": self.rows_verified,
             "rows_checked": self.rows_checked,
             "row_error_count": self.row_error_count,
@@ -141,8 +143,11 @@ def verify_trail(
     except _Broken as broken:
         bad_seq: int | None = broken.seq
         reason: str | None = broken.reason
+        bad_decision = session.scalar(
+            select(AuditEvent.decision_id).where(AuditEvent.seq == broken.seq)
+        )
     else:
-        bad_seq = reason = None
+        bad_seq = reason = bad_decision = None
     findings = Findings()
     if rows:
         check_all(session, load_erasures(session), findings)
@@ -159,6 +164,7 @@ def verify_trail(
         tuple(findings.errors),
         findings.count,
         rows,
+        bad_decision,
     )
 
 
