@@ -143,7 +143,8 @@ def export_decisions(
             verification = verify_trail(session, runtime.audit.signer.public_key_b64).to_json()
         body = _pdf_report(runtime.sessions, filters, pinned, verification)
     else:
-        body = export_chunks(fmt, runtime.sessions, pinned)
+        key = runtime.audit.signer.public_key_b64
+        body = export_chunks(fmt, runtime.sessions, pinned, public_key=key)
     return StreamingResponse(body, media_type=FORMATS[fmt], headers=headers)
 
 

@@ -185,7 +185,8 @@ def _write(
             title=title or DEFAULT_TITLE,
         )
         return
-    for chunk in export_chunks(fmt.value, sessions, pinned, progress=advance):
+    key = _public_key()
+    for chunk in export_chunks(fmt.value, sessions, pinned, progress=advance, public_key=key):
         out.write(chunk)
 
 
@@ -226,15 +227,23 @@ def _target(output: Path) -> Iterator[BinaryIO]:
         partial.unlink(missing_ok=True)
 
 
+def _public_key() -> str | None:
+    """The gateway's checkpoint-signing public key (None when none is known)."""
+    from gateway.cli.trail import public_key
+
+    try:
+        return public_key(load_settings(), None)
+    except typer.BadParameter:
+        return None
+
+
 def _verification(sessions: sessionmaker[Session]) -> dict[str, Any] | None:
     """The trail's verification for the report (None when no public key is known)."""
     from gateway.audit.verify import verify_trail
-    from gateway.cli.trail import public_key
     from gateway.db.engine import unit_of_work
 
-    try:
-        key = public_key(load_settings(), None)
-    except typer.BadParameter:
+    key = _public_key()
+    if key is None:
         return None
     with unit_of_work(sessions) as session:
         return verify_trail(session, key).to_json()
