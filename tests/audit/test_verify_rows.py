@@ -9,17 +9,23 @@ signed checkpoint is edited. An erasure keeps the trail verifiable.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Table, delete, insert, select, text, update
+from reportlab.platypus import Paragraph  # type: ignore[import-untyped]
+from reportlab.platypus import Table as RlTable
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from typer.testing import CliRunner
 
 from gateway.app import create_app
+from gateway.audit.report import _Styles, _verification_section
 from gateway.audit.verify import VerifyReport, verify_trail
 from gateway.auth.keys import create_key
 from gateway.cli import app
@@ -249,3 +255,73 @@ def test_erasure_keeps_rows_verified_and_http_and_cli_report_findings(trail: Tra
         page = signed_in(console, key).get("/console/audit/verify", params={"run": "true"})
     assert "BROKEN" in page.text and 'id="row-errors"' in page.text
     assert erased in page.text and "decisions.request.prompt" in page.text
+
+
+def test_exports_state_each_row_verified_and_the_checkpoint(trail: Trail, tmp_path: Path) -> None:
+    runtime, client, key = trail.runtime, trail.client, trail.key
+    tampered, kept = list(trail.markers)[:2]
+
+    def export(fmt: str) -> list[dict[str, Any]]:
+        r = client.get("/v1/audit/export", params={"format": fmt}, headers=auth(key))
+        assert r.status_code == 200
+        if fmt == "jsonl":
+            return [json.loads(line) for line in r.text.splitlines()]
+        return list(csv.DictReader(io.StringIO(r.text)))
+
+    with runtime.engine.connect() as conn:
+        anchor = conn.execute(select(func.max(AuditCheckpoint.size))).scalar_one()
+    clean = export("jsonl")
+    assert len(clean) == 3 and all(row["verified"] is True for row in clean), clean
+    assert {row["verified_checkpoint"] for row in clean} == {anchor}
+    assert {row["verification_error"] for row in clean} == {None}
+
+    personal = AUDIT_TABLES["personal_data"]
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            update(personal)
+            .where(
+                personal.c.decision_id == tampered, personal.c.field == "decided.record.prompt.text"
+            )
+            .values(value="rewritten")
+        )
+    for fmt in ("jsonl", "csv"):
+        rows = {row["decision_id"]: row for row in export(fmt)}
+        assert str(rows[kept]["verified"]).lower() == "true"
+        assert str(rows[tampered]["verified"]).lower() == "false"
+        assert rows[tampered]["verification_error"].startswith(
+            "personal_data[decided.record.prompt.text].value: does not open"
+        ), rows[tampered]
+        assert str(rows[tampered]["verified_checkpoint"]) == str(anchor)
+
+    env = {
+        "GATEWAY_DATA_DIR": str(runtime.settings.data_dir),
+        "GATEWAY_DATABASE_URL": runtime.settings.resolved_database_url,
+        "GATEWAY_POLICY_DIR": str(REPO / "policies"),
+    }
+    out = tmp_path / "export.csv"
+    done = CliRunner().invoke(
+        app, ["audit", "export", "--format", "csv", "--output", str(out)], env=env
+    )
+    assert done.exit_code == 0, done.output
+    rows = {row["decision_id"]: row for row in csv.DictReader(out.open(encoding="utf-8"))}
+    assert rows[kept]["verified"] == "true" and rows[tampered]["verified"] == "false"
+
+
+def test_pdf_verification_section_lists_row_mismatches(trail: Trail) -> None:
+    with trail.runtime.engine.begin() as conn:
+        conn.execute(text("UPDATE decisions SET model_id = 'other-model'"))
+    report = trail.verify().to_json()
+    assert report["ok"] is False and report["row_error_count"] == 3
+    section = _verification_section(_Styles(), report)
+    shown = " ".join(_texts(section))
+    assert "FAILED" in shown and "3 checked against their events; 3 mismatch(es)" in shown
+    assert "decisions.model_id" in shown and all(d in shown for d in trail.markers)
+
+
+def _texts(flowables: list[Any]) -> Iterator[str]:
+    for f in flowables:
+        if isinstance(f, Paragraph):
+            yield f.text
+        elif isinstance(f, RlTable):
+            for row in f._cellvalues:
+                yield from _texts(list(row))
