@@ -204,11 +204,11 @@ def _check_batch(
     findings: Findings,
     self_hash: bool,
 ) -> None:
-    events: dict[str, list[Row[Any]]] = {}
+    events: dict[str, list[Any]] = {}
     for e in session.execute(
         select(*_EVENT_COLUMNS).where(*_condition(AuditEvent.decision_id, where))
     ):
-        events.setdefault(e.decision_id, []).append(e)
+        events.setdefault(str(e.decision_id), []).append(e)
     personal: dict[str, dict[str, tuple[str, str]]] = {}
     for decision_id, name, value, salt in session.execute(
         select(
