@@ -99,6 +99,13 @@ def received_event(
     It commits to every column of the opened ``decisions`` row (``created_at`` when given):
     :mod:`gateway.audit.rows` checks the row against it.
     """
+    body = received_body(opening, created_at)
+    hashed, personal = personal_commitments(decision_id, "received", body, RECEIVED_PERSONAL)
+    return EventSpec("received", hashed, decision_id, opening.tenant_id), personal
+
+
+def received_body(opening: Opening, created_at: datetime | None) -> dict[str, Any]:
+    """The ``received`` event's body before personal values are replaced by commitments."""
     body: dict[str, Any] = {
         "request": opening.request,
         "model_id": opening.model_id,
@@ -111,8 +118,7 @@ def received_event(
     }
     if created_at is not None:
         body["created_at"] = stamp(created_at)
-    hashed, personal = personal_commitments(decision_id, "received", body, RECEIVED_PERSONAL)
-    return EventSpec("received", hashed, decision_id, opening.tenant_id), personal
+    return body
 
 
 def closing_values(
@@ -142,6 +148,19 @@ def decided_event(
     closed_at: datetime | None = None,
 ) -> tuple[EventSpec, list[dict[str, str]]]:
     """The ``decided`` event and the personal data it commits to (and ``closed_at``)."""
+    body = decided_body(outcome, http_status, error_code, record, closed_at)
+    hashed, personal = personal_commitments(decision_id, "decided", body, DECIDED_PERSONAL)
+    return EventSpec("decided", hashed, decision_id, tenant_id), personal
+
+
+def decided_body(
+    outcome: str | None,
+    http_status: int | None,
+    error_code: str | None,
+    record: dict[str, Any] | None,
+    closed_at: datetime | None,
+) -> dict[str, Any]:
+    """The ``decided`` event's body before personal values are replaced by commitments."""
     body: dict[str, Any] = {
         "outcome": outcome,
         "http_status": http_status,
@@ -150,8 +169,7 @@ def decided_event(
     }
     if closed_at is not None:
         body["closed_at"] = stamp(closed_at)
-    hashed, personal = personal_commitments(decision_id, "decided", body, DECIDED_PERSONAL)
-    return EventSpec("decided", hashed, decision_id, tenant_id), personal
+    return body
 
 
 def open_decision(session: Session, log: AuditLog, opening: Opening) -> Decision:

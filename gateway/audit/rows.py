@@ -36,6 +36,7 @@ from gateway.audit.decisions import categories_column, stamp
 from gateway.audit.erase import ERASED
 from gateway.audit.events import chain_hash
 from gateway.audit.personal import commitment
+from gateway.audit.row_bytes import rebuilt
 from gateway.db.models import AuditEvent, Decision, PersonalData
 
 # received body key -> decisions column (compared when the event has the key)
@@ -257,11 +258,18 @@ def _check_decision(
     def bad(table: str, field: str, reason: str) -> None:
         findings.add(d.id, table, field, reason)
 
+    events = sorted(events, key=lambda e: e.seq)
+    if self_hash:
+        for e in events:
+            if chain_hash(e.seq, e.prev_hash, e.payload) != e.chain_hash:
+                where = f"audit_events[{e.seq}].payload"
+                bad("audit_events", where, "its hash does not match the chain")
+    if erasure is None and d.erased_at is None and rebuilt(d, events, personal):
+        _closing_columns(d, len(events) == 2, bad)
+        return
     by_kind: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for e in sorted(events, key=lambda e: e.seq):
+    for e in events:
         where = f"audit_events[{e.seq}]"
-        if self_hash and chain_hash(e.seq, e.prev_hash, e.payload) != e.chain_hash:
-            bad("audit_events", f"{where}.payload", "its hash does not match the chain")
         event = json.loads(e.payload)
         for column, stored in (("decision_id", d.id), ("kind", e.kind), ("tenant_id", e.tenant_id)):
             if event.get(column) != stored:
@@ -331,6 +339,19 @@ def _check_decision(
             bad("decisions", "decisions.erased_at", f"differs from the erasure (seq {erasure.seq})")
     for name in personal.keys() - used:
         bad("personal_data", f"personal_data[{name}]", "no event commits to it")
+
+
+def _closing_columns(d: Row[Any], decided: bool, bad: Any) -> None:
+    """The columns no event holds as such: ``status``, and ``categories`` (derived)."""
+    if decided:
+        if d.status != "closed":
+            bad("decisions", "decisions.status", f"{d.status!r}, but decided")
+        if d.categories != categories_column(d.record):
+            bad("decisions", "decisions.categories", "not the decided record's")
+    elif d.status != "open":
+        bad("decisions", "decisions.status", f"{d.status!r}, but no decided event")
+    elif d.categories:
+        bad("decisions", "decisions.categories", "set, but no decided event")
 
 
 def _open(
