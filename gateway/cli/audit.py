@@ -98,6 +98,12 @@ def export(
             "inclusion proofs, manifest), checkable offline with `gateway audit verify-bundle`.",
         ),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Check each csv/jsonl row against its events as it streams (the rows say so)."
+        ),
+    ] = True,
 ) -> None:
     """Export decisions, oldest first, streaming with constant memory."""
     from rich.console import Console
@@ -146,7 +152,7 @@ def export(
             if bundle:
                 made = _write_bundle(settings, fmt, out, sessions, pinned, advance)
             else:
-                _write(fmt, out, sessions, filters, pinned, advance, title)
+                _write(fmt, out, sessions, filters, pinned, advance, title, verify)
     typer.echo(f"exported {total:,} decision(s) to {output}", err=True)
     if made is not None:
         fresh = " (signed now)" if made.fresh_checkpoint else ""
@@ -165,6 +171,7 @@ def _write(
     pinned: DecisionFilters,
     advance: Callable[[int], None],
     title: str | None,
+    verify: bool = True,
 ) -> None:
     from gateway.audit.export import export_chunks
     from gateway.audit.report import DEFAULT_TITLE, write_pdf_report
@@ -186,7 +193,10 @@ def _write(
         )
         return
     key = _public_key()
-    for chunk in export_chunks(fmt.value, sessions, pinned, progress=advance, public_key=key):
+    chunks = export_chunks(
+        fmt.value, sessions, pinned, progress=advance, public_key=key, verify=verify
+    )
+    for chunk in chunks:
         out.write(chunk)
 
 

@@ -305,6 +305,12 @@ def test_exports_state_each_row_verified_and_the_checkpoint(trail: Trail, tmp_pa
     assert done.exit_code == 0, done.output
     rows = {row["decision_id"]: row for row in csv.DictReader(out.open(encoding="utf-8"))}
     assert rows[kept]["verified"] == "true" and rows[tampered]["verified"] == "false"
+    args = ["audit", "export", "--format", "jsonl", "--output", str(out), "--no-verify"]
+    assert CliRunner().invoke(app, args, env=env).exit_code == 0
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert {(x["verified"], x["verification_error"]) for x in lines} == {
+        (False, "not verified: skipped on request")
+    }
 
 
 def test_pdf_verification_section_lists_row_mismatches(trail: Trail) -> None:
