@@ -25,7 +25,7 @@ whole JSON values, whatever they hold; a difference is named by its path, such a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +33,9 @@ from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 
 from gateway.audit.decisions import categories_column, stamp
-from gateway.audit.erase import ERASED
 from gateway.audit.events import chain_hash
-from gateway.audit.personal import commitment
 from gateway.audit.row_bytes import rebuilt
+from gateway.audit.row_diff import compare, open_committed
 from gateway.db.models import AuditEvent, Decision, PersonalData
 
 # received body key -> decisions column (compared when the event has the key)
@@ -240,13 +239,6 @@ def _check_batch(
             )
 
 
-class _Any:
-    """Stands for a value that cannot be known (its personal data row is missing)."""
-
-
-_UNKNOWN = _Any()
-
-
 def _check_decision(
     d: Row[Any],
     events: list[Row[Any]],
@@ -292,7 +284,7 @@ def _check_decision(
     erased_after = erasure.seq if erasure else None
 
     def opened(seq: int, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        return _open(body, kind, seq, personal, erased_after, used, bad)  # type: ignore[no-any-return]
+        return open_committed(body, kind, seq, personal, erased_after, used, bad)  # type: ignore[no-any-return]
 
     seq, event = received[0]
     body = opened(seq, "received", event.get("body") or {})
@@ -300,10 +292,10 @@ def _check_decision(
         bad("decisions", "decisions.tenant_id", f"differs from the received event (seq {seq})")
     for column in _RECEIVED_COLUMNS:
         if column in body:
-            _compare(bad, f"decisions.{column}", body[column], getattr(d, column), "received", seq)
+            compare(bad, f"decisions.{column}", body[column], getattr(d, column), "received", seq)
     expected_user = body.get("user")
-    _compare(bad, "decisions.user", expected_user, d.user, "received", seq)
-    _compare(bad, "decisions.request", body.get("request"), d.request, "received", seq)
+    compare(bad, "decisions.user", expected_user, d.user, "received", seq)
+    compare(bad, "decisions.request", body.get("request"), d.request, "received", seq)
     if "created_at" in body and stamp(d.created_at) != body["created_at"]:
         bad("decisions", "decisions.created_at", f"differs from the received event (seq {seq})")
     if decided:
@@ -312,11 +304,11 @@ def _check_decision(
         if d.status != "closed":
             bad("decisions", "decisions.status", f"not closed, but decided (seq {seq})")
         for column in _DECIDED_COLUMNS:
-            _compare(
+            compare(
                 bad, f"decisions.{column}", body.get(column), getattr(d, column), "decided", seq
             )
         record = body.get("record")
-        _compare(bad, "decisions.record", record, d.record, "decided", seq)
+        compare(bad, "decisions.record", record, d.record, "decided", seq)
         if isinstance(record, dict) and d.categories != categories_column(record):
             bad("decisions", "decisions.categories", f"not the decided record's (seq {seq})")
         closed = d.closed_at
@@ -352,92 +344,3 @@ def _closing_columns(d: Row[Any], decided: bool, bad: Any) -> None:
         bad("decisions", "decisions.status", f"{d.status!r}, but no decided event")
     elif d.categories:
         bad("decisions", "decisions.categories", "set, but no decided event")
-
-
-def _open(
-    value: Any,
-    kind: str,
-    seq: int,
-    personal: dict[str, tuple[str, str]],
-    erased_after: int | None,
-    used: set[str],
-    bad: Any,
-    path: str = "",
-) -> Any:
-    """``value`` with each commitment replaced by the value the decision row must hold."""
-    if isinstance(value, dict):
-        committed = value.get("hmac")
-        if len(value) == 1 and isinstance(committed, str):
-            name = f"{kind}.{path}"
-            used.add(name)
-            stored = personal.get(name)
-            if stored is not None:
-                text, salt = stored
-                try:
-                    opens = commitment(salt, text) == committed
-                except ValueError:
-                    opens = False
-                if not opens:
-                    bad(
-                        "personal_data",
-                        f"personal_data[{name}].value",
-                        f"does not open its commitment in the {kind} event (seq {seq})",
-                    )
-                return text
-            if erased_after is not None and erased_after > seq:
-                return None if path == "user" else ERASED
-            bad(
-                "personal_data",
-                f"personal_data[{name}]",
-                f"row missing, but the decision was not erased after its {kind} event (seq {seq})",
-            )
-            return _UNKNOWN
-        return {
-            k: _open(v, kind, seq, personal, erased_after, used, bad, f"{path}.{k}" if path else k)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            _open(v, kind, seq, personal, erased_after, used, bad, f"{path}.{i}")
-            for i, v in enumerate(value)
-        ]
-    return value
-
-
-def _compare(bad: Any, field: str, expected: Any, stored: Any, kind: str, seq: int) -> None:
-    if _same(expected, stored):
-        return
-    for path in _differences(expected, stored, field):
-        table = path.split(".", 1)[0]
-        bad(table, path, f"differs from the {kind} event (seq {seq})")
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: 1, 1.0 and true are three different values here."""
-    if a is _UNKNOWN:
-        return True
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
-def _differences(expected: Any, stored: Any, path: str) -> Iterator[str]:
-    """The dotted paths where ``stored`` differs from ``expected`` (at most a few)."""
-    if _same(expected, stored):
-        return
-    if isinstance(expected, dict) and isinstance(stored, dict):
-        for key in sorted(expected.keys() | stored.keys(), key=str):
-            if key not in expected or key not in stored:
-                yield f"{path}.{key}"
-            else:
-                yield from _differences(expected[key], stored[key], f"{path}.{key}")
-        return
-    if isinstance(expected, list) and isinstance(stored, list) and len(expected) == len(stored):
-        for i, (x, y) in enumerate(zip(expected, stored, strict=True)):
-            yield from _differences(x, y, f"{path}.{i}")
-        return
-    yield path
