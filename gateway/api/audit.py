@@ -172,10 +172,16 @@ def export_decisions(
     filters: Filters,
     runtime: RuntimeDep,
     fmt: Annotated[Literal["csv", "jsonl", "pdf"], Query(alias="format")] = "csv",
+    verify: Annotated[
+        bool, Query(description="check each row against its events (csv, jsonl)")
+    ] = True,
 ) -> StreamingResponse:
     """Every matching decision (oldest first) as CSV, JSON Lines or a PDF report, streamed.
 
     The export ends at the moment of the request, so rows written meanwhile are left out.
+    CSV and JSON Lines rows end with ``verified``, ``verified_checkpoint`` and
+    ``verification_error`` (docs/audit.md); ``verify=false`` skips the check (faster) and
+    says so in every row.
     """
     now = datetime.now(UTC)
     pinned = filters.until_at_most(now)
@@ -186,7 +192,8 @@ def export_decisions(
             verification = verify_trail(session, runtime.audit.signer.public_key_b64).to_json()
         body = _pdf_report(runtime.sessions, filters, pinned, verification)
     else:
-        body = export_chunks(fmt, runtime.sessions, pinned)
+        key = runtime.audit.signer.public_key_b64
+        body = export_chunks(fmt, runtime.sessions, pinned, public_key=key, verify=verify)
     return StreamingResponse(body, media_type=FORMATS[fmt], headers=headers)
 
 

@@ -16,10 +16,20 @@ router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED))
 
 
 @router.get("/v1/audit/verify", responses=errors(422))
-def verify(_: Auditor, runtime: RuntimeDep, from_last_checkpoint: bool = False) -> dict[str, Any]:
+def verify(
+    _: Auditor, runtime: RuntimeDep, from_last_checkpoint: bool = False, rows: bool = True
+) -> dict[str, Any]:
+    """The chain, the signed checkpoints and (``rows``) every decision row against its events.
+
+    ``row_errors`` lists the first 1,000 mismatches (``row_error_count`` counts them all), each
+    naming the decision, the table and the field; ``ok`` is false when there is any.
+    """
     with unit_of_work(runtime.sessions) as session:
         report = verify_trail(
-            session, runtime.audit.signer.public_key_b64, from_last_checkpoint=from_last_checkpoint
+            session,
+            runtime.audit.signer.public_key_b64,
+            from_last_checkpoint=from_last_checkpoint,
+            rows=rows,
         )
     return {**report.to_json(), "public_key": runtime.audit.signer.public_key_b64}
 

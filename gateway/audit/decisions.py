@@ -83,18 +83,43 @@ def decision_row(decision_id: str, opening: Opening, now: datetime) -> dict[str,
     }
 
 
-def received_event(decision_id: str, opening: Opening) -> tuple[EventSpec, list[dict[str, str]]]:
-    """The ``received`` event and the personal data it commits to."""
-    body = {
+def stamp(value: datetime) -> str:
+    """The text an event commits to for a stored time: UTC, microseconds, ``Z``.
+
+    A naive value (SQLite gives times back without their zone) is read as UTC.
+    """
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def received_event(
+    decision_id: str, opening: Opening, created_at: datetime | None = None
+) -> tuple[EventSpec, list[dict[str, str]]]:
+    """The ``received`` event and the personal data it commits to.
+
+    It commits to every column of the opened ``decisions`` row (``created_at`` when given):
+    :mod:`gateway.audit.rows` checks the row against it.
+    """
+    body = received_body(opening, created_at)
+    hashed, personal = personal_commitments(decision_id, "received", body, RECEIVED_PERSONAL)
+    return EventSpec("received", hashed, decision_id, opening.tenant_id), personal
+
+
+def received_body(opening: Opening, created_at: datetime | None) -> dict[str, Any]:
+    """The ``received`` event's body before personal values are replaced by commitments."""
+    body: dict[str, Any] = {
         "request": opening.request,
         "model_id": opening.model_id,
         "key_id": opening.key_id,
         "user": opening.user,
         "intended_use": opening.intended_use,
         "policy_version": opening.policy_version,
+        "licence_id": opening.licence_id,
+        "instance_id": opening.instance_id,
     }
-    hashed, personal = personal_commitments(decision_id, "received", body, RECEIVED_PERSONAL)
-    return EventSpec("received", hashed, decision_id, opening.tenant_id), personal
+    if created_at is not None:
+        body["created_at"] = stamp(created_at)
+    return body
 
 
 def closing_values(
@@ -110,7 +135,7 @@ def closing_values(
         "error_code": error_code,
         "closed_at": now,
         "record": record,
-        "categories": _categories(record),
+        "categories": categories_column(record),
     }
 
 
@@ -121,23 +146,39 @@ def decided_event(
     http_status: int,
     error_code: str | None,
     record: dict[str, Any],
+    closed_at: datetime | None = None,
 ) -> tuple[EventSpec, list[dict[str, str]]]:
-    """The ``decided`` event and the personal data it commits to."""
-    body = {
+    """The ``decided`` event and the personal data it commits to (and ``closed_at``)."""
+    body = decided_body(outcome, http_status, error_code, record, closed_at)
+    hashed, personal = personal_commitments(decision_id, "decided", body, DECIDED_PERSONAL)
+    return EventSpec("decided", hashed, decision_id, tenant_id), personal
+
+
+def decided_body(
+    outcome: str | None,
+    http_status: int | None,
+    error_code: str | None,
+    record: dict[str, Any] | None,
+    closed_at: datetime | None,
+) -> dict[str, Any]:
+    """The ``decided`` event's body before personal values are replaced by commitments."""
+    body: dict[str, Any] = {
         "outcome": outcome,
         "http_status": http_status,
         "error_code": error_code,
         "record": record,
     }
-    hashed, personal = personal_commitments(decision_id, "decided", body, DECIDED_PERSONAL)
-    return EventSpec("decided", hashed, decision_id, tenant_id), personal
+    if closed_at is not None:
+        body["closed_at"] = stamp(closed_at)
+    return body
 
 
 def open_decision(session: Session, log: AuditLog, opening: Opening) -> Decision:
     """Open a decision in the caller's transaction (requests use :mod:`gateway.audit.writer`)."""
-    decision = Decision(**decision_row(new_decision_id(), opening, datetime.now(UTC)))
+    now = datetime.now(UTC)
+    decision = Decision(**decision_row(new_decision_id(), opening, now))
     session.add(decision)
-    spec, personal = received_event(decision.id, opening)
+    spec, personal = received_event(decision.id, opening, now)
     session.add_all(PersonalData(**row) for row in personal)
     log.append(
         session, spec.kind, spec.body, decision_id=spec.decision_id, tenant_id=spec.tenant_id
@@ -165,7 +206,13 @@ def close_decision(
     for key, value in values.items():
         setattr(decision, key, value)
     spec, personal = decided_event(
-        decision.id, decision.tenant_id, outcome, http_status, error_code, record
+        decision.id,
+        decision.tenant_id,
+        outcome,
+        http_status,
+        error_code,
+        record,
+        values["closed_at"],
     )
     session.add_all(PersonalData(**row) for row in personal)
     log.append(
@@ -175,7 +222,7 @@ def close_decision(
     return decision
 
 
-def _categories(record: dict[str, Any]) -> str:
+def categories_column(record: dict[str, Any]) -> str:
     """ ",a,b," of every category that flagged on the prompt or an image (for search)."""
     found: set[str] = set()
     found.update(record.get("prompt", {}).get("assessment", {}).get("flagged", []))

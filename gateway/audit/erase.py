@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from gateway.audit.decisions import DECIDED_PERSONAL, RECEIVED_PERSONAL
+from gateway.audit.decisions import DECIDED_PERSONAL, RECEIVED_PERSONAL, stamp
 from gateway.audit.events import AuditLog
 from gateway.db.models import Decision, PersonalData
 
@@ -55,7 +55,7 @@ def erase_user(
     log.append(
         session,
         "erasure",
-        {"decision_ids": ids, "fields": "prompts and user id"},
+        {"decision_ids": ids, "fields": "prompts and user id", "erased_at": stamp(now)},
         tenant_id=tenant_id,
     )
     session.flush()

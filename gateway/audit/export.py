@@ -209,6 +209,9 @@ def _row(session: Session | None, r: Any, time: Callable[[Any], str | None] = is
         received,
         decided,
         time(erased),
+        None,  # verified, verified_checkpoint, verification_error: see export_verify.py
+        None,
+        None,
     )
 
 
@@ -300,9 +303,23 @@ def export_chunks(
     *,
     batch: int = 1000,
     progress: Callable[[int], None] | None = None,
+    public_key: str | None = None,
+    verify: bool = True,
 ) -> Iterator[bytes]:
-    """The encoded CSV or JSON Lines export of every decision matching ``filters``."""
-    batches = iter_row_batches(sessions, filters, batch=batch, progress=progress)
+    """The encoded CSV or JSON Lines export of every decision matching ``filters``.
+
+    Each row is verified against its events as it streams (``export_verify.py``), the chain
+    from the last checkpoint signed by ``public_key``; without a key, or with ``verify``
+    false, every row says it was not verified.
+    """
+    from gateway.audit.export_verify import verified_batches
+
+    batches = verified_batches(
+        sessions,
+        iter_row_batches(sessions, filters, batch=batch, progress=progress),
+        public_key,
+        verify=verify,
+    )
     if fmt == "csv":
         return csv_chunks(batches)
     if fmt == "jsonl":

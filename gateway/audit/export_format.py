@@ -37,6 +37,10 @@ COLUMNS: tuple[str, ...] = (
     "received_seq",
     "decided_seq",
     "erased_at",
+    # filled in by export_verify.py as the export streams
+    "verified",
+    "verified_checkpoint",
+    "verification_error",
 )
 
 Row = tuple[Any, ...]
@@ -67,8 +71,14 @@ _OBJECT_AT = tuple(COLUMNS.index(c) for c in ("category_scores", "rights"))
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+_VERIFIED_AT = COLUMNS.index("verified")
+
+
 def _csv_row(row: Row) -> list[Any]:
     cells = list(row)  # None is written as an empty cell
+    verified = cells[_VERIFIED_AT]
+    if verified is not None:
+        cells[_VERIFIED_AT] = "true" if verified else "false"
     for i in _LIST_AT:
         cells[i] = ";".join(cells[i])
     for i in _OBJECT_AT:

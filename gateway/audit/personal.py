@@ -18,7 +18,7 @@ from gateway.db.models import PersonalData
 
 
 def commitment(salt_hex: str, value: str) -> str:
-    return hmac.new(bytes.fromhex(salt_hex), value.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(bytes.fromhex(salt_hex), value.encode("utf-8"), hashlib.sha256).hex()
 
 
 def commit_personal(

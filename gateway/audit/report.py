@@ -41,6 +41,7 @@ from gateway.db.models import Decision
 DEFAULT_TITLE = "Image generation governance: audit report"
 REFUSED_OUTCOMES = ("prompt_blocked", "licence_denied", "output_filtered", "partially_filtered")
 PROMPT_CHARS = 80
+ROW_ERRORS_SHOWN = 50  # row mismatches listed in the verification section
 _OUTCOME_COLOURS = {
     "allowed": "#2e7d32",
     "partially_filtered": "#f9a825",
@@ -251,7 +252,35 @@ def _verification_section(styles: _Styles, verification: dict[str, Any] | None) 
         ]
     else:
         facts.append(("Checkpoint", "none: verified from the start of the trail"))
-    return [*out, _facts_table(styles, facts, markup_rows=1)]
+    if verification.get("rows_verified"):
+        facts.append(
+            (
+                "Decision records",
+                f"{verification.get('rows_checked', 0):,} checked against their events; "
+                f"{verification.get('row_error_count', 0):,} mismatch(es)",
+            )
+        )
+    else:
+        facts.append(("Decision records", "not checked against their events"))
+    out.append(_facts_table(styles, facts, markup_rows=1))
+    errors = verification.get("row_errors") or []
+    if errors:
+        count = int(verification.get("row_error_count") or len(errors))
+        shown = errors[:ROW_ERRORS_SHOWN]
+        out.append(
+            _para(
+                styles,
+                f"<b>Stored values that do not match the audit trail</b> "
+                f"({len(shown):,} of {count:,} shown): the records in this report may have "
+                "been altered.",
+            )
+        )
+        rows: list[list[Any]] = [["Decision", "Table", "Field", "Why"]]
+        for e in shown:
+            cells = (e.get("decision_id") or "—", e.get("table"), e.get("field"), e.get("reason"))
+            rows.append([_small(styles, str(c)) for c in cells])
+        out.append(_table(styles, rows, [40 * mm, 22 * mm, 50 * mm, 58 * mm]))
+    return out
 
 
 # -- charts ----------------------------------------------------------------------------------

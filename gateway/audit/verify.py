@@ -5,6 +5,11 @@ contiguous, its stored ``prev_hash`` must be the previous chain hash, its chain 
 recompute from its own bytes, the sequence inside its payload must be its own, and at each
 checkpoint the recomputed chain head and Merkle root must equal the signed ones. Signatures
 are checked with the public key; sizes only grow; the trail must not end below a checkpoint.
+
+Then (unless ``rows=False``) every ``decisions`` and ``personal_data`` row is checked against
+the events that commit to it (:mod:`gateway.audit.rows`): a mismatch names the decision, the
+table and the field. The whole check reads one snapshot (PostgreSQL ``REPEATABLE READ``; on
+SQLite the transaction holds the database), so decisions closing meanwhile are not findings.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.events import chain_hash, checkpoint_json, checkpoint_note, leaf_hash
 from gateway.audit.merkle import Frontier
+from gateway.audit.rows import Findings, RowError, check_all, load_erasures
 from gateway.audit.signing import key_id_of, verify_signature
 from gateway.db.models import AuditCheckpoint, AuditEvent, AuditHead
 
@@ -36,24 +42,42 @@ class VerifyReport:
     checkpoint: dict[str, Any] | None  # the last checkpoint the trail was checked against
     first_bad_seq: int | None = None
     reason: str | None = None
+    rows_checked: int = 0  # decisions checked against their events (0: rows not checked)
+    row_errors: tuple[RowError, ...] = ()  # the first findings (at most rows.MAX_ERRORS)
+    row_error_count: int = 0
+    rows_verified: bool = False  # whether the row checks ran
+    first_bad_decision_id: str | None = None  # the decision of the event at first_bad_seq
+
+    @property
+    def chain_ok(self) -> bool:
+        return self.first_bad_seq is None and self.reason is None
 
     @property
     def summary(self) -> str:
-        if self.ok:
-            anchor = (
-                (
-                    f"checkpoint {self.checkpoint['size']} (root "
-                    f"{self.checkpoint['merkle_root'][:16]}…)"
-                )
-                if self.checkpoint
-                else "none"
-            )
+        if not self.chain_ok:
+            rows = f"; also {self.row_error_count} row finding(s)" if self.row_error_count else ""
+            return f"audit trail BROKEN at seq {self.first_bad_seq}: {self.reason}{rows}"
+        if self.row_error_count:
             return (
-                f"audit trail intact: {self.size} events, {self.events_checked} checked from "
-                f"{'genesis' if self.started_at == 0 else f'checkpoint {self.started_at}'}, "
-                f"{self.checkpoints_checked} signed checkpoints verified, last: {anchor}"
+                f"audit rows DO NOT MATCH the trail: {self.row_error_count} finding(s) in "
+                f"{self.rows_checked} decision(s) checked (chain of {self.size} events intact); "
+                f"first: {self.row_errors[0]}"
             )
-        return f"audit trail BROKEN at seq {self.first_bad_seq}: {self.reason}"
+        rows = (
+            f", {self.rows_checked} decision rows match their events"
+            if self.rows_verified
+            else ", decision rows not checked"
+        )
+        anchor = (
+            f"checkpoint {self.checkpoint['size']} (root {self.checkpoint['merkle_root'][:16]}…)"
+            if self.checkpoint
+            else "none"
+        )
+        return (
+            f"audit trail intact: {self.size} events, {self.events_checked} checked from "
+            f"{'genesis' if self.started_at == 0 else f'checkpoint {self.started_at}'}, "
+            f"{self.checkpoints_checked} signed checkpoints verified, last: {anchor}{rows}"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +90,11 @@ class VerifyReport:
             "checkpoint": self.checkpoint,
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
+            "first_bad_decision_id": self.first_bad_decision_id,
+            "rows_verified": self.rows_verified,
+            "rows_checked": self.rows_checked,
+            "row_error_count": self.row_error_count,
+            "row_errors": [e.to_json() for e in self.row_errors],
         }
 
 
@@ -81,8 +110,15 @@ def verify_trail(
     public_key_b64: str,
     *,
     from_last_checkpoint: bool = False,
+    rows: bool = True,
     batch: int = 5000,
 ) -> VerifyReport:
+    """Verify the chain and checkpoints, then (``rows``) every decision row against them.
+
+    ``from_last_checkpoint`` skips the events before the last checkpoint, not the rows: the
+    rows are updated in place and no checkpoint covers them.
+    """
+    _snapshot(session)
     checkpoints = list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)))
     head = session.get(AuditHead, 1)
     size = head.seq if head else 0
@@ -105,19 +141,37 @@ def verify_trail(
                 f"the head says {size} events but the trail has {last}: rows missing at the end",
             )
     except _Broken as broken:
-        return VerifyReport(
-            False,
-            size,
-            state.checked,
-            state.checkpoints_ok,
-            state.started_at,
-            state.anchor,
-            broken.seq,
-            broken.reason,
+        bad_seq: int | None = broken.seq
+        reason: str | None = broken.reason
+        bad_decision = session.scalar(
+            select(AuditEvent.decision_id).where(AuditEvent.seq == broken.seq)
         )
+    else:
+        bad_seq = reason = bad_decision = None
+    findings = Findings()
+    if rows:
+        check_all(session, load_erasures(session), findings)
     return VerifyReport(
-        True, size, state.checked, state.checkpoints_ok, state.started_at, state.anchor
+        bad_seq is None and findings.count == 0,
+        size,
+        state.checked,
+        state.checkpoints_ok,
+        state.started_at,
+        state.anchor,
+        bad_seq,
+        reason,
+        findings.rows_checked,
+        tuple(findings.errors),
+        findings.count,
+        rows,
+        bad_decision,
     )
+
+
+def _snapshot(session: Session) -> None:
+    """Read everything from one snapshot (PostgreSQL; SQLite's transaction already is one)."""
+    if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
 class _State:
@@ -149,6 +203,12 @@ def _check_signatures(checkpoints: list[AuditCheckpoint], public_key_b64: str) -
         root = bytes.fromhex(cp.merkle_root)
         if cp.note != checkpoint_note(cp.size, root, cp.chain_head):
             raise _Broken(cp.size, f"checkpoint {cp.size}: its note does not match its fields")
+        try:
+            frontier_ok = Frontier.from_json(cp.size, json.loads(cp.frontier)).root() == root
+        except (ValueError, TypeError, KeyError, IndexError):
+            frontier_ok = False
+        if not frontier_ok:
+            raise _Broken(cp.size, f"checkpoint {cp.size}: its frontier does not give its root")
         if cp.key_id != key_id or not verify_signature(
             public_key_b64, cp.note.encode(), cp.signature
         ):

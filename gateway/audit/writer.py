@@ -323,7 +323,7 @@ class DecisionWriter:
             for job in batch:
                 if isinstance(job, _Open):
                     decisions.append(decision_row(job.decision_id, job.opening, now))
-                    spec, rows_ = received_event(job.decision_id, job.opening)
+                    spec, rows_ = received_event(job.decision_id, job.opening, now)
                 elif isinstance(job, _Close):
                     tenant_id = tenants.pop(job.decision_id, "")  # a second close is refused
                     if not tenant_id and job.retried and job.decision_id in found:
@@ -346,6 +346,7 @@ class DecisionWriter:
                         job.http_status,
                         job.error_code,
                         job.record,
+                        job.values["closed_at"],
                     )
                 else:  # pragma: no cover
                     raise TypeError(job)

@@ -98,6 +98,12 @@ def export(
             "inclusion proofs, manifest), checkable offline with `gateway audit verify-bundle`.",
         ),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Check each csv/jsonl row against its events as it streams (the rows say so)."
+        ),
+    ] = True,
 ) -> None:
     """Export decisions, oldest first, streaming with constant memory."""
     from rich.console import Console
@@ -146,7 +152,7 @@ def export(
             if bundle:
                 made = _write_bundle(settings, fmt, out, sessions, pinned, advance)
             else:
-                _write(fmt, out, sessions, filters, pinned, advance, title)
+                _write(fmt, out, sessions, filters, pinned, advance, title, verify)
     typer.echo(f"exported {total:,} decision(s) to {output}", err=True)
     if made is not None:
         fresh = " (signed now)" if made.fresh_checkpoint else ""
@@ -165,6 +171,7 @@ def _write(
     pinned: DecisionFilters,
     advance: Callable[[int], None],
     title: str | None,
+    verify: bool = True,
 ) -> None:
     from gateway.audit.export import export_chunks
     from gateway.audit.report import DEFAULT_TITLE, write_pdf_report
@@ -185,7 +192,11 @@ def _write(
             title=title or DEFAULT_TITLE,
         )
         return
-    for chunk in export_chunks(fmt.value, sessions, pinned, progress=advance):
+    key = _public_key()
+    chunks = export_chunks(
+        fmt.value, sessions, pinned, progress=advance, public_key=key, verify=verify
+    )
+    for chunk in chunks:
         out.write(chunk)
 
 
@@ -226,15 +237,23 @@ def _target(output: Path) -> Iterator[BinaryIO]:
         partial.unlink(missing_ok=True)
 
 
+def _public_key() -> str | None:
+    """The gateway's checkpoint-signing public key (None when none is known)."""
+    from gateway.cli.trail import public_key
+
+    try:
+        return public_key(load_settings(), None)
+    except typer.BadParameter:
+        return None
+
+
 def _verification(sessions: sessionmaker[Session]) -> dict[str, Any] | None:
     """The trail's verification for the report (None when no public key is known)."""
     from gateway.audit.verify import verify_trail
-    from gateway.cli.trail import public_key
     from gateway.db.engine import unit_of_work
 
-    try:
-        key = public_key(load_settings(), None)
-    except typer.BadParameter:
+    key = _public_key()
+    if key is None:
         return None
     with unit_of_work(sessions) as session:
         return verify_trail(session, key).to_json()

@@ -12,6 +12,8 @@ from gateway.cli.audit import audit_app
 from gateway.cli.common import audit_log, load_settings, open_database
 from gateway.settings import Settings
 
+SHOWN = 20  # row findings printed under the summary
+
 
 def public_key(settings: Settings, given: str | None) -> str:
     """The checkpoint-signing public key: given (file or base64), or the configured one."""
@@ -37,18 +39,33 @@ def verify(
         typer.Option("--public-key", help="Public key file or base64 (default: the gateway's)."),
     ] = None,
     from_last_checkpoint: Annotated[
-        bool, typer.Option(help="Trust the last signed checkpoint; check only what follows.")
+        bool,
+        typer.Option(
+            help="Trust the last signed checkpoint; check only the events that follow "
+            "(decision rows are still all checked)."
+        ),
     ] = False,
+    rows: Annotated[
+        bool,
+        typer.Option(help="Check decisions and personal_data rows against their events."),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
-    """Recompute the hash chain and Merkle roots; exit 1 naming the first bad sequence."""
+    """Recompute the hash chain and Merkle roots, and check every decision row against its
+    events; exit 1 naming the first bad sequence, or each decision, table and field that
+    does not match."""
     from gateway.audit.verify import verify_trail
 
     settings = load_settings()
     key = public_key(settings, public_key_arg)
     with open_database(settings) as session:
-        report = verify_trail(session, key, from_last_checkpoint=from_last_checkpoint)
+        report = verify_trail(session, key, from_last_checkpoint=from_last_checkpoint, rows=rows)
     typer.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary)
+    if not as_json:
+        for error in report.row_errors[:SHOWN]:
+            typer.echo(f"  {error.decision_id}  {error.field}: {error.reason}")
+        if report.row_error_count > SHOWN:
+            typer.echo(f"  … {report.row_error_count - SHOWN} more (--json lists up to 1000)")
     if not report.ok:
         raise typer.Exit(1)
 
