@@ -75,11 +75,11 @@ def build_demo_tiny(dest: Path, *, seed: int = 0) -> Path:
         )
         torch.manual_seed(seed)
         vae = AutoencoderKL(
-            block_out_channels=[4, 8],
+            block_out_channels=[4, 8, 8, 8],  # 8x down-sampling, as in Stable Diffusion
             in_channels=3,
             out_channels=3,
-            down_block_types=["DownEncoderBlock2D"] * 2,
-            up_block_types=["UpDecoderBlock2D"] * 2,
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
             latent_channels=4,
             norm_num_groups=2,
         )
