@@ -33,6 +33,7 @@ from gateway.policy.bundle import (
 )
 from gateway.policy.seed import import_seed
 from gateway.policy.store import active_ref, decode_files, get_row
+from gateway.provenance.stamp import ProvenanceService
 from gateway.safety.image_classifier import CompositeImageClassifier, ImageClassifier
 from gateway.safety.image_concepts import ClipConceptChecker, Concept
 from gateway.safety.image_nsfw import OpenNsfwDetector
@@ -57,6 +58,7 @@ class Runtime:
     worker: GenerationWorker
     executor: ThreadPoolExecutor
     recovered: list[str]
+    provenance: ProvenanceService  # C2PA signing credentials and the watermark key
 
     # the version in force right now; a request should take ``policy.current()`` once
     @property
@@ -191,6 +193,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "worker": worker,
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
+        "provenance": ProvenanceService.from_settings(settings),
     }
     parts.update(overrides)
     return Runtime(**parts)

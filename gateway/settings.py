@@ -86,7 +86,8 @@ class Settings(BaseSettings):
         "local CA, or the last certificate of the operator's chain",
     )
     watermark_key: SecretStr | None = Field(
-        default=None, description="base64 watermark key (32 bytes); default <data_dir>/watermark-key"
+        default=None,
+        description="base64 watermark key (32 bytes); default <data_dir>/watermark-key",
     )
     checkpoint_every: int = Field(default=1000, ge=0, description="0: only on demand")
     policy_refresh_s: float = Field(

@@ -48,6 +48,7 @@ class Opening:
     intended_use: str | None
     policy_version: str
     request: dict[str, Any]
+    watermark: str | None = None  # payload reserved for the images (provenance lookup)
 
 
 def new_decision_id() -> str:
@@ -79,6 +80,7 @@ def decision_row(decision_id: str, opening: Opening, now: datetime) -> dict[str,
         "created_at": now,
         "request": opening.request,
         "categories": "",
+        "watermark": opening.watermark,
     }
 
 

@@ -89,9 +89,9 @@ def read(data: bytes, mime: str, anchors_pem: str) -> C2paReading:
     state = store.get("validation_state")
     active = (store.get("manifests") or {}).get(store.get("active_manifest") or "")
     failures = (store.get("validation_results") or {}).get("activeManifest", {}).get("failure")
-    errors = [
-        f"{f.get('code')}: {f.get('explanation', '')}".strip() for f in failures or []
-    ] or [f"{s.get('code')}" for s in store.get("validation_status") or []]
+    errors = [f"{f.get('code')}: {f.get('explanation', '')}".strip() for f in failures or []] or [
+        f"{s.get('code')}" for s in store.get("validation_status") or []
+    ]
     serial = ((active or {}).get("signature_info") or {}).get("cert_serial_number")
     return C2paReading(
         present=True,

@@ -137,7 +137,9 @@ def load_or_create_credentials(
 ) -> SigningCredentials:
     """The operator's credentials, or the local ones (created once, then reused)."""
     if (cert_chain is None) != (private_key is None):
-        raise ValueError("set both GATEWAY_C2PA_CERT_CHAIN and GATEWAY_C2PA_PRIVATE_KEY, or neither")
+        raise ValueError(
+            "set both GATEWAY_C2PA_CERT_CHAIN and GATEWAY_C2PA_PRIVATE_KEY, or neither"
+        )
     if cert_chain is not None and private_key is not None:
         chain = cert_chain.read_bytes()
         certs = x509.load_pem_x509_certificates(chain)

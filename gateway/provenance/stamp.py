@@ -112,7 +112,8 @@ class ProvenanceService:
             raise ProvenanceFailure("watermark", str(exc)) from exc
         plain = encode(marked, fmt, provenance)
         try:
-            signed, store = sign(plain, fmt, build_manifest(provenance, index, mark), self.credentials)
+            manifest = build_manifest(provenance, index, mark)
+            signed, store = sign(plain, fmt, manifest, self.credentials)
         except SigningError as exc:
             raise ProvenanceFailure("c2pa_sign", str(exc)) from exc
         reading = self.read_manifest(signed, mime)
@@ -120,7 +121,7 @@ class ProvenanceService:
         if mark is not None and fmt != "png":  # PNG is lossless: embed() decoded these pixels
             decoded = self.watermarker.read(Image.open(io.BytesIO(signed)))
             if decoded.payload != mark:
-                raise ProvenanceFailure("watermark_decode", "the delivered file's mark did not decode")
+                raise ProvenanceFailure("watermark_decode", "the final file's mark did not decode")
         return StampedImage(
             data=signed,
             format=fmt,

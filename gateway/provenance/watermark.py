@@ -116,7 +116,9 @@ class Watermarker:
         small = image.convert("RGB").resize((GRID, GRID), RESAMPLE)
         grid = np.asarray(small, dtype=np.float64) @ _LUMA
         coeffs = np.asarray(dctn(grid, norm="ortho"), dtype=np.float64).ravel()[band]
-        out: Floats = np.bincount(groups, weights=coeffs * signs, minlength=BITS)
+        out = np.asarray(
+            np.bincount(groups, weights=coeffs * signs, minlength=BITS), dtype=np.float64
+        )
         return out
 
     # -- public ---------------------------------------------------------------------------
