@@ -18,7 +18,6 @@ Prints the medians in ms and the added latency (stamp - plain); the aim is <= 10
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
