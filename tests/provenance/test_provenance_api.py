@@ -200,6 +200,22 @@ def test_below_the_watermark_minimum_the_decision_says_so(
     answer = _verify(client, key, strip_to_jpeg(png), "image/jpeg")
     assert answer["issued_by_this_gateway"] is False and answer["watermark"]["detected"] is False
 
+    # a manifest naming this decision but signed by someone else is not taken at its word
+    from gateway.provenance import Provenance
+    from gateway.provenance.c2pa_io import sign
+    from gateway.provenance.credentials import SigningCredentials, generate_local_ca
+    from gateway.provenance.manifest import build_manifest
+
+    ca, chain, private = generate_local_ca("forger")
+    forger = SigningCredentials(chain, private, "es256", ca.decode(), True)
+    claim = Provenance(gov["decision_id"], "demo-tiny", "apache-2.0", "0" * 64, {})
+    plain = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(plain, "PNG")
+    forged, _ = sign(plain.getvalue(), "png", build_manifest(claim, 0, None), forger)
+    answer = _verify(client, key, forged)
+    assert answer["c2pa"]["present"] is True and answer["c2pa"]["signed_by_this_gateway"] is False
+    assert answer["issued_by_this_gateway"] is False and answer["decision_id"] is None
+
 
 def test_verify_rejects_what_is_not_an_image(client: TestClient, make_key: KeyFactory) -> None:
     key = make_key()
