@@ -17,6 +17,7 @@ from gateway.api import (
     moderations,
     policies,
     policy,
+    provenance,
 )
 from gateway.api.body_limit import BodyLimit
 from gateway.api.errors import install_error_handlers
@@ -52,6 +53,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         health.router,
         images.router,
         moderations.router,
+        provenance.router,
         models.router,
         audit.router,
         audit_trail.router,

@@ -34,6 +34,7 @@ from gateway.policy.bundle import (
 )
 from gateway.policy.seed import import_seed
 from gateway.policy.store import active_ref, decode_files, get_row
+from gateway.provenance.stamp import ProvenanceService
 from gateway.safety.artefacts import IMAGE_STAGE, PROMPT_STAGE, StageArtefacts
 from gateway.safety.image_classifier import ImageClassifier
 from gateway.safety.loader import (
@@ -72,6 +73,7 @@ class Runtime:
     worker: GenerationWorker
     executor: ThreadPoolExecutor
     recovered: list[str]
+    provenance: ProvenanceService  # C2PA signing credentials and the watermark key
     reconciler: Reconciler | None = None  # closes decisions a database fault left open
 
     # the version in force right now; a request should take ``policy.current()`` once
@@ -180,6 +182,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "worker": worker,
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
+        "provenance": ProvenanceService.from_settings(settings),
     }
     parts.update(overrides)
     runtime = Runtime(**parts)

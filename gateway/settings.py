@@ -108,6 +108,27 @@ class Settings(BaseSettings):
         description="How often a replica closes its own decisions left open by a database "
         "fault, as failed (0: only at the next start, as aborted)",
     )
+    c2pa_cert_chain: Path | None = Field(
+        default=None,
+        description="PEM certificate chain (signing certificate first) for C2PA manifests; "
+        "default: a local CA created on first start (<data_dir>/c2pa-*.pem), not publicly "
+        "trusted",
+    )
+    c2pa_private_key: Path | None = Field(
+        default=None, description="PEM private key of the C2PA signing certificate"
+    )
+    c2pa_signing_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = (
+        Field(default="es256", description="Algorithm of the operator's C2PA key")
+    )
+    c2pa_trust_anchors: Path | None = Field(
+        default=None,
+        description="PEM roots trusted when reading manifests back and in verify; default the "
+        "local CA, or the last certificate of the operator's chain",
+    )
+    watermark_key: SecretStr | None = Field(
+        default=None,
+        description="base64 watermark key (32 bytes); default <data_dir>/watermark-key",
+    )
     checkpoint_every: int = Field(default=1000, ge=0, description="0: only on demand")
     policy_refresh_s: float = Field(
         default=2.0,

@@ -33,6 +33,7 @@ def generate_images(
         seed=body.seed,
         steps=body.steps,
         intended_use=body.governance.intended_use if body.governance else None,
+        output_format=body.output_format,
     )
     result = GenerationPipeline(runtime).generate(principal, request)
     data: list[ImageData] = []
@@ -52,7 +53,8 @@ def generate_images(
             continue
         encoded = base64.b64encode(image.png).decode("ascii")
         if body.response_format == "url":
-            data.append(ImageData(url="data:image/png;base64," + encoded, finish_reason="SUCCESS"))
+            url = f"data:{image.mime};base64,{encoded}"
+            data.append(ImageData(url=url, finish_reason="SUCCESS"))
         else:
             data.append(ImageData(b64_json=encoded, finish_reason="SUCCESS"))
     return ImagesResponse(created=int(time.time()), data=data, governance=result.governance)

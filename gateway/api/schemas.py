@@ -68,6 +68,9 @@ class ImageGenerationBody(BaseModel):
     steps: Annotated[int, Field(ge=1, le=500), INTEGRAL] | None = None
     quality: str | None = Field(default=None, max_length=20, description="accepted, ignored")
     style: str | None = Field(default=None, max_length=20, description="accepted, ignored")
+    output_format: Literal["png", "jpeg", "webp"] = Field(
+        default="png", description="file format; each carries the C2PA manifest and watermark"
+    )
     governance: GovernanceIn | None = None
 
     @field_validator("prompt", "negative_prompt", "user", mode="before")

@@ -49,6 +49,7 @@ class Opening:
     intended_use: str | None
     policy_version: str
     request: dict[str, Any]
+    watermark: str | None = None  # payload reserved for the images (provenance lookup)
 
 
 def new_decision_id() -> str:
@@ -80,6 +81,7 @@ def decision_row(decision_id: str, opening: Opening, now: datetime) -> dict[str,
         "created_at": now,
         "request": opening.request,
         "categories": "",
+        "watermark": opening.watermark,
     }
 
 

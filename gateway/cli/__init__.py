@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve, moderate, keys, tenants, models, policy, db, audit."""
+"""The ``gateway`` command: serve, moderate, keys, tenants, models, policy, db, audit,
+provenance."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from gateway.cli.bundle import verify_bundle  # noqa: F401  (registers audit ver
 from gateway.cli.keys import keys_app, tenants_app
 from gateway.cli.models import models_app
 from gateway.cli.policy import db_app, policy_app
+from gateway.cli.provenance import provenance_app
 from gateway.cli.serve import moderate, serve
 from gateway.cli.trail import checkpoint, erase, verify
 
@@ -22,6 +24,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(models_app, name="models")
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
+app.add_typer(provenance_app, name="provenance")
 app.add_typer(audit_app, name="audit")  # export, and (from trail) verify, checkpoint, erase
 
 __all__ = ["app", "checkpoint", "erase", "main", "verify"]

@@ -58,12 +58,15 @@ class Decision(Base):
     # ",cat1,cat2," of the categories that flagged (prompt or images), for search
     categories: Mapped[str] = mapped_column(String(200), default="")
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # 16 hex digits: the invisible watermark payload reserved for this decision's images
+    watermark: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index("ix_decisions_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_decisions_created_id", "created_at", "id"),
         Index("ix_decisions_user", "user"),
         Index("ix_decisions_status", "status", "instance_id"),
+        Index("ix_decisions_watermark", "watermark"),
     )
 
 

@@ -15,6 +15,18 @@ from pathlib import Path
 
 from gateway.generation.pins import MANIFEST_NAME, hash_weight_files
 
+# 2: the VAE down-samples 8x (as Stable Diffusion does), so 256x256 and 512x512 run on a CPU
+VERSION = 2
+
+
+def is_current(path: Path) -> bool:
+    """A demo-tiny folder built by this version of the builder (older ones are rebuilt)."""
+    try:
+        manifest = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("version") == VERSION
+
 
 def _byte_vocab() -> dict[str, int]:
     bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
@@ -75,11 +87,11 @@ def build_demo_tiny(dest: Path, *, seed: int = 0) -> Path:
         )
         torch.manual_seed(seed)
         vae = AutoencoderKL(
-            block_out_channels=[4, 8],
+            block_out_channels=[4, 8, 8, 8],  # 8x down-sampling, as in Stable Diffusion
             in_channels=3,
             out_channels=3,
-            down_block_types=["DownEncoderBlock2D"] * 2,
-            up_block_types=["UpDecoderBlock2D"] * 2,
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
             latent_channels=4,
             norm_num_groups=2,
         )
@@ -109,7 +121,12 @@ def build_demo_tiny(dest: Path, *, seed: int = 0) -> Path:
         )
         out = work / "pipeline"
         pipe.save_pretrained(str(out), safe_serialization=True)
-        manifest = {"model": "demo-tiny", "seed": seed, "files": hash_weight_files(out)}
+        manifest = {
+            "model": "demo-tiny",
+            "version": VERSION,
+            "seed": seed,
+            "files": hash_weight_files(out),
+        }
         (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if dest.exists():
             shutil.rmtree(dest)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.generation.demo_tiny import build_demo_tiny
+from gateway.generation.demo_tiny import build_demo_tiny, is_current
 from gateway.generation.loader import (
     LoadedModel,
     ModelNotInstalled,
@@ -46,14 +46,18 @@ class ModelManager:
         for model_id, entry in self._registry.models.items():
             if entry.source.kind == "demo_tiny":
                 path = source_path(entry, self._model_dir)
-                if not path.exists():
+                if not path.exists() or not is_current(path):
                     log.info("building %s into %s", model_id, path)
                     try:
                         build_demo_tiny(path)
                     except OSError as exc:
-                        self._unavailable[model_id] = f"could not build {model_id} at {path}: {exc}"
-                        log.warning("%s", self._unavailable[model_id])
-                        continue
+                        if not path.exists():
+                            reason = f"could not build {model_id} at {path}: {exc}"
+                            self._unavailable[model_id] = reason
+                            log.warning("%s", reason)
+                            continue
+                        # an older build stays usable (only slow at 512x512)
+                        log.warning("could not rebuild %s at %s: %s", model_id, path, exc)
             try:
                 self._loaded[model_id] = load_model(model_id, entry, self._model_dir)
                 log.info("model %s ready", model_id)

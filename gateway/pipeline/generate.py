@@ -36,6 +36,8 @@ from gateway.policy.content import judge_image, judge_text
 from gateway.policy.evaluate import evaluate_model
 from gateway.policy.schema import ModelEntry
 from gateway.provenance import Provenance, encode_png, sha256_hex
+from gateway.provenance.stamp import StampedImage
+from gateway.provenance.watermark import new_payload
 from gateway.runtime import Runtime
 
 
@@ -97,6 +99,7 @@ class GenerationPipeline:
         width, height = (int(v) for v in size.split("x"))
         steps = req.steps or entry.steps.default
         seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+        watermark = new_payload()  # reserved with the decision, so verify can look it up
         request_json = {
             **req.to_json(),
             "size": size,
@@ -115,6 +118,7 @@ class GenerationPipeline:
                 intended_use=use,
                 policy_version=bundle.version,
                 request=request_json,
+                watermark=watermark,
             )
         )
         decision_id_var.set(decision_id)  # this request's log lines name its decision
@@ -125,6 +129,7 @@ class GenerationPipeline:
             "seed": seed,
             "policy": {"version_id": enf.version_id, "sha256": bundle.version},
             "tenant_facts": dict(principal.tenant_facts),
+            "provenance": {"watermark_payload": watermark},
         }
         timings: dict[str, float] = record["timings_ms"]
         try:
@@ -282,15 +287,35 @@ class GenerationPipeline:
         if len(image_scores) != len(images):
             raise StageFailure("image_classifier", "returned the wrong number of results")
 
-        # 6. provenance and delivery
+        # 6. provenance (watermark, C2PA manifest, read back: fails closed) and delivery
         t0 = time.perf_counter()
         provenance = Provenance(
-            decision_id, req.model, entry.licence, bundle.version, verdict.rights
+            decision_id,
+            req.model,
+            entry.licence,
+            bundle.version,
+            verdict.rights,
+            status.weights_sha256,
+            use,
+            list(verdict.chain),
+        )
+        assessments = [judge_image(bundle.content, raw) for raw in image_scores]
+        watermark = record["provenance"]["watermark_payload"]
+        stamped: list[StampedImage | None] = run_stage(
+            rt.executor,
+            "provenance",
+            lambda: [
+                rt.provenance.stamp(image, provenance, req.output_format, i, watermark)
+                if a.action == "allow"
+                else None
+                for i, (image, a) in enumerate(zip(images, assessments, strict=True))
+            ],
+            timeout,
         )
         delivered: list[DeliveredImage] = []
-        for i, (image, raw) in enumerate(zip(images, image_scores, strict=True)):
-            assessment = judge_image(bundle.content, raw)
-            png = encode_png(image, provenance if assessment.action == "allow" else None)
+        for i, (image, assessment) in enumerate(zip(images, assessments, strict=True)):
+            mark = stamped[i]
+            png = mark.data if mark is not None else encode_png(image)
             categories = [
                 *assessment.details.get("blocked_categories", []),
                 *assessment.details.get("quarantined_categories", []),
@@ -305,12 +330,14 @@ class GenerationPipeline:
                     sha256=sha256_hex(png),
                     assessment=assessment.to_json(),
                     categories=categories,
+                    mime=mark.mime if mark is not None else "image/png",
                 )
             )
         timings["provenance"] = _ms(t0)
         record["images"] = [
             {"index": d.index, "action": d.action, "sha256": d.sha256, "assessment": d.assessment}
-            for d in delivered
+            | ({"provenance": m.to_record()} if m is not None else {})
+            for d, m in zip(delivered, stamped, strict=True)
         ]
         n_ok = sum(d.action == "allow" for d in delivered)
         outcome = (

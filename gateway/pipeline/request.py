@@ -18,6 +18,7 @@ class GenerationRequest:
     seed: int | None = None
     steps: int | None = None
     intended_use: str | None = None
+    output_format: str = "png"  # png | jpeg | webp
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class GenerationRequest:
             "seed": self.seed,
             "steps": self.steps,
             "intended_use": self.intended_use,
+            "output_format": self.output_format,
         }
 
 
@@ -38,10 +40,11 @@ class GenerationRequest:
 class DeliveredImage:
     index: int
     action: str  # allow | block | quarantine
-    png: bytes | None
+    png: bytes | None  # the delivered file (PNG, JPEG or WebP: see mime); None if withheld
     sha256: str
     assessment: dict[str, Any]
     categories: list[str]
+    mime: str = "image/png"
 
 
 @dataclass(frozen=True)
