@@ -1,6 +1,6 @@
 """Decisions carry the watermark payload reserved for their images, indexed for verify.
 
-Revision ID: 0004_watermark
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-30
 """
