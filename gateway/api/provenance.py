@@ -8,11 +8,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import PrincipalDep, RuntimeDep
-from gateway.api.image_input import decode_data_url
-from gateway.api.schemas import ErrorBody
+from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
 from gateway.db.engine import unit_of_work
 from gateway.domain import Role
 from gateway.errors import GatewayError
+from gateway.pipeline.image_input import ImageLimits, read_data_url
 from gateway.pipeline.stages import StageFailure, run_stage
 from gateway.provenance.verify import find_decision, inspect, verification_json
 
@@ -26,14 +26,14 @@ class VerifyBody(BaseModel):
 
 @router.post(
     "/v1/provenance/verify",
-    responses={c: {"model": ErrorBody} for c in (401, 413, 422, 503)},
+    responses=errors(*AUTHENTICATED, *WITH_BODY, 503),
 )
 def verify_provenance(
     body: VerifyBody, principal: PrincipalDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Any valid key. ``decision_id``, ``rights`` and ``decision`` only for the owning tenant
     (or an admin); ``issued_by_this_gateway`` for anyone."""
-    decoded = decode_data_url(body.image, "image")
+    decoded = read_data_url(body.image, "image", ImageLimits.from_settings(runtime.settings))
     try:
         found = run_stage(
             runtime.executor,

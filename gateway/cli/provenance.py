@@ -22,14 +22,14 @@ def verify_file(
     file: Annotated[Path, typer.Argument(help="Image file.", exists=True, dir_okay=False)],
 ) -> None:
     """Read the C2PA manifest and the watermark; name the decision that made the image."""
-    from gateway.api.image_input import decode_bytes
     from gateway.errors import GatewayError
+    from gateway.pipeline.image_input import ImageLimits, read_image
     from gateway.provenance.stamp import ProvenanceService
     from gateway.provenance.verify import find_decision, inspect, verification_json
 
     settings = load_settings()
     try:
-        decoded = decode_bytes(file.read_bytes(), "FILE")
+        decoded = read_image(file.read_bytes(), "FILE", ImageLimits.from_settings(settings))
     except GatewayError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None

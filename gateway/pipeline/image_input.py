@@ -26,6 +26,7 @@ from gateway.errors import GatewayError
 from gateway.settings import Settings
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,28 @@ def decode_data_urls(urls: list[tuple[str, str]], limits: ImageLimits) -> list[I
         for param, url in urls
     ]
     return [decode_image(image, param) for param, image in opened]
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    """One image given whole (provenance verify): its bytes as sent and its pixels."""
+
+    raw: bytes  # the file as sent (a C2PA manifest lives in these bytes)
+    mime: str  # from the decoded format, not from the URL's claim
+    image: Image.Image  # RGB
+
+
+def read_image(raw: bytes, param: str, limits: ImageLimits) -> UploadedImage:
+    """Check and decode one image file under the same limits as a data URL."""
+    if len(raw) > limits.max_bytes:
+        raise _too_many_bytes(limits, param)
+    opened = open_image(raw, param, PixelBudget(limits))
+    mime = _MIME.get(opened.format or "", "application/octet-stream")
+    return UploadedImage(raw, mime, decode_image(opened, param))
+
+
+def read_data_url(url: str, param: str, limits: ImageLimits) -> UploadedImage:
+    return read_image(data_url_bytes(url, param, limits), param, limits)
 
 
 def _too_many_bytes(limits: ImageLimits, param: str) -> GatewayError:
