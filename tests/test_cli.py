@@ -88,11 +88,13 @@ def test_models_list_and_verify(env: dict[str, str]) -> None:
 
 
 def test_models_verify_loads_the_clip_concept_checker(env: dict[str, str], tmp_path: Path) -> None:
-    from tests.tiny_clip import build_tiny_clip
+    from tests.tiny_clip import build_tiny_clip, clip_pin
 
     clip = build_tiny_clip(tmp_path / "clip")
     result = CliRunner().invoke(
-        app, ["models", "verify"], env={**env, "GATEWAY_CLIP_DIR": str(clip)}
+        app,
+        ["models", "verify"],
+        env={**env, "GATEWAY_CLIP_DIR": str(clip), "GATEWAY_CLIP_SHA256": clip_pin(clip)},
     )
     assert "ok    image checkers  clip_concepts, open_nsfw; concept checker from" in result.stdout
     missing = CliRunner().invoke(

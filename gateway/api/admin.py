@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import Admin, RuntimeDep
 from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
-from gateway.api.schemas import IntendedUse
+from gateway.api.schemas import NO_NUL, IntendedUse
 from gateway.auth.keys import create_key, revoke_key
 from gateway.auth.tenants import (
     TenantExists,
@@ -31,7 +31,7 @@ RoleName = Literal["requester", "legal_editor", "legal_approver", "auditor", "ad
 
 class TenantBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     facts: dict[str, Fact] = Field(default_factory=dict)
 
 
@@ -43,9 +43,9 @@ class FactsBody(BaseModel):
 
 class KeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    tenant: str = Field(min_length=1, max_length=200)
+    tenant: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     roles: list[RoleName] = Field(min_length=1)
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
     default_intended_use: IntendedUse | None = None
     allowed_uses: list[IntendedUse] | None = None
 

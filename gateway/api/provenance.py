@@ -21,7 +21,12 @@ router = APIRouter(tags=["provenance"])
 
 class VerifyBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    image: str = Field(max_length=30_000_000, description="data:image/...;base64,... URL")
+    image: str = Field(
+        max_length=30_000_000,
+        json_schema_extra={"pattern": "^data:image/[^,]*;base64,"},  # checked when decoded
+        description="a data:image/...;base64 URL (the gateway fetches nothing); PNG, JPEG, "
+        "WebP or GIF",
+    )
 
 
 @router.post(

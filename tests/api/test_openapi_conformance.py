@@ -35,6 +35,7 @@ SEMANTIC: dict[str, str] = {
     "GET /v1/audit/export": r"until|tenant",
     "POST /v1/images/generations": r"size|steps",
     "POST /v1/moderations": r"input\.\d+\.image_url\.url",
+    "POST /v1/provenance/verify": r"image",  # bytes that are not a PNG/JPEG/WebP/GIF image
     "POST /v1/admin/keys": r"allowed_uses",
 }
 """Per operation, the params a schema-valid request may still be refused (422) for."""
