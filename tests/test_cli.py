@@ -100,7 +100,9 @@ def test_models_verify_loads_the_clip_concept_checker(env: dict[str, str], tmp_p
     missing = CliRunner().invoke(
         app, ["models", "verify"], env={**env, "GATEWAY_CLIP_DIR": str(tmp_path / "none")}
     )
-    assert "FAIL  image checkers  FileNotFoundError" in missing.stdout
+    # a missing folder makes the concept stage unavailable (fail closed), naming the folder
+    assert "FAIL  image checkers  ArtefactUnavailable: clip: folder" in missing.stdout
+    assert f"{tmp_path / 'none'} is missing" in missing.stdout
 
 
 def test_tenants_create_set_and_evaluate(env: dict[str, str]) -> None:
