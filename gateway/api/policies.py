@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import LegalApprover, LegalEditor, PolicyReader, RuntimeDep
 from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
-from gateway.api.schemas import INTEGRAL, MAX_ROW_ID, Int, RowId, Timestamp
+from gateway.api.schemas import INTEGRAL, MAX_ROW_ID, NOT_BLANK, Int, RowId, Timestamp
 from gateway.errors import GatewayError
 from gateway.policy.replay import MAX_LIMIT
 from gateway.policy.workflow import FILE_PATH, MAX_FILE_BYTES, MAX_FILES, PolicyService
@@ -68,7 +68,7 @@ class ApproveBody(BaseModel):
 
 class RejectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=4000)
+    reason: str = Field(min_length=1, max_length=4000, pattern=NOT_BLANK)
 
 
 def _service(runtime: RuntimeDep) -> PolicyService:
