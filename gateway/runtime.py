@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.decisions import abort_open_decisions
 from gateway.audit.events import AuditLog
+from gateway.audit.keyring import ensure_registered
 from gateway.audit.reconcile import Reconciler
 from gateway.audit.signing import load_or_create_signer
 from gateway.audit.writer import DecisionWriter
@@ -19,6 +20,7 @@ from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
 from gateway.generation.models import ModelManager
 from gateway.generation.worker import GenerationWorker
+from gateway.pipeline.quarantine import QuarantineStore, quarantine_from_settings
 from gateway.policy.active import (
     ActivePolicy,
     Enforcement,
@@ -47,6 +49,7 @@ from gateway.safety.loader import (
 )
 from gateway.safety.prompt_classifier import PromptClassifier, TextEncoder
 from gateway.settings import Settings
+from gateway.shared_secrets import check_shared_secrets, replica_secrets
 
 __all__ = [
     "Models",
@@ -74,6 +77,7 @@ class Runtime:
     executor: ThreadPoolExecutor
     recovered: list[str]
     provenance: ProvenanceService  # C2PA signing credentials and the watermark key
+    quarantine: QuarantineStore  # quarantined images, readable by every replica
     reconciler: Reconciler | None = None  # closes decisions a database fault left open
 
     # the version in force right now; a request should take ``policy.current()`` once
@@ -118,6 +122,20 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None,
     )
     audit = AuditLog(signer, settings.checkpoint_every)
+    provenance = overrides.pop("provenance", None) or ProvenanceService.from_settings(settings)
+    try:  # a replica whose key or shared secrets differ from the others' must not start
+        with unit_of_work(sessions) as session:
+            if ensure_registered(session, signer, auto_register=settings.audit_key_auto_register):
+                log.info("registered this replica's audit signing key %s", signer.key_id)
+        with unit_of_work(sessions) as session:
+            check_shared_secrets(
+                session,
+                replica_secrets(settings, provenance.credentials.certificate_sha256),
+                settings.instance_id,
+            )
+    except Exception:
+        engine.dispose()
+        raise
     with unit_of_work(sessions) as session:
         recovered = abort_open_decisions(
             session, audit, settings.instance_id, "the gateway stopped before this decision closed"
@@ -182,7 +200,8 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "worker": worker,
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
-        "provenance": ProvenanceService.from_settings(settings),
+        "provenance": provenance,
+        "quarantine": quarantine_from_settings(settings, sessions),
     }
     parts.update(overrides)
     runtime = Runtime(**parts)

@@ -86,6 +86,25 @@ class Settings(BaseSettings):
     audit_signing_key: SecretStr | None = Field(
         default=None, description="base64 Ed25519 seed; default <data_dir>/audit-signing-key"
     )
+    audit_key_auto_register: bool = Field(
+        default=True,
+        description="Register this replica's audit signing key when no key is registered yet "
+        "(the first start); false: every key is registered with `gateway audit keys register`",
+    )
+    quarantine_url: str | None = Field(
+        default=None,
+        description="fsspec URL where quarantined images are kept (s3://bucket/prefix, "
+        "file:///shared/path); default: the database",
+    )
+    quarantine_max_image_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="Largest quarantined image kept (bytes)"
+    )
+    quarantine_max_total_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1,
+        description="All quarantined images in the database together (bytes); beyond, a "
+        "request with an image to quarantine is refused",
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description="FULL: commits survive power loss; NORMAL: faster, survive process crashes",

@@ -11,14 +11,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.api.deps import Auditor, RuntimeDep
 from gateway.api.responses import AUTHENTICATED, errors
 from gateway.audit.decisions import OUTCOMES, decision_json
 from gateway.audit.export import FORMATS, export_chunks
+from gateway.audit.keyring import KeyRing
 from gateway.audit.report import write_pdf_report
 from gateway.audit.search import (
     DecisionFilters,
@@ -155,6 +156,44 @@ def get_decision(decision_id: str, principal: Auditor, runtime: RuntimeDep) -> d
 
 
 @router.get(
+    "/v1/audit/decisions/{decision_id}/images/{index}",
+    response_class=Response,
+    responses={
+        **errors(404),
+        200: {
+            "description": "the quarantined image, as generated (not delivered to the caller)",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        },
+    },
+)
+def reveal_quarantined(
+    decision_id: str,
+    index: Annotated[int, Path(ge=0, le=63)],
+    principal: Auditor,
+    runtime: RuntimeDep,
+) -> Response:
+    """A quarantined image, for review: from the shared store, whichever replica kept it."""
+    with unit_of_work(runtime.sessions) as session:
+        decision = session.get(Decision, decision_id)
+        visible = decision is not None and (
+            Role.ADMIN in principal.roles or decision.tenant_id == principal.tenant_id
+        )
+    kept = runtime.quarantine.get(decision_id, index) if visible else None
+    if kept is None:
+        raise GatewayError(
+            404,
+            "image_not_found",
+            f"no quarantined image {index} of decision {decision_id!r}",
+            param="index",
+        )
+    return Response(
+        kept.data,
+        media_type=kept.mime,
+        headers={"Cache-Control": "no-store", "X-Image-Sha256": kept.sha256},
+    )
+
+
+@router.get(
     "/v1/audit/export",
     response_class=StreamingResponse,
     responses={
@@ -189,10 +228,11 @@ def export_decisions(
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if fmt == "pdf":
         with unit_of_work(runtime.sessions) as session:
-            verification = verify_trail(session, runtime.audit.signer.public_key_b64).to_json()
+            verification = verify_trail(session).to_json()  # every registered key
         body = _pdf_report(runtime.sessions, filters, pinned, verification)
     else:
-        key = runtime.audit.signer.public_key_b64
+        with unit_of_work(runtime.sessions) as session:
+            key = KeyRing.registered(session)
         body = export_chunks(fmt, runtime.sessions, pinned, public_key=key, verify=verify)
     return StreamingResponse(body, media_type=FORMATS[fmt], headers=headers)
 

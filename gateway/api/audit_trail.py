@@ -23,13 +23,12 @@ def verify(
 
     ``row_errors`` lists the first 1,000 mismatches (``row_error_count`` counts them all), each
     naming the decision, the table and the field; ``ok`` is false when there is any.
+    Checkpoints are accepted when signed by any key registered in ``audit_keys``;
+    ``signing_keys`` names the keys that signed them, ``public_key`` this replica's.
     """
     with unit_of_work(runtime.sessions) as session:
-        report = verify_trail(
-            session,
-            runtime.audit.signer.public_key_b64,
-            from_last_checkpoint=from_last_checkpoint,
-            rows=rows,
+        report = verify_trail(  # every registered key (docs/audit.md)
+            session, None, from_last_checkpoint=from_last_checkpoint, rows=rows
         )
     return {**report.to_json(), "public_key": runtime.audit.signer.public_key_b64}
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.export_format import Row, csv_chunks, jsonl_chunks
+from gateway.audit.keyring import KeyRing
 from gateway.audit.search import DecisionFilters, Position, after_condition, iso_utc
 from gateway.db.engine import unit_of_work
 from gateway.db.models import AuditEvent, Decision
@@ -303,13 +304,14 @@ def export_chunks(
     *,
     batch: int = 1000,
     progress: Callable[[int], None] | None = None,
-    public_key: str | None = None,
+    public_key: str | KeyRing | None = None,
     verify: bool = True,
 ) -> Iterator[bytes]:
     """The encoded CSV or JSON Lines export of every decision matching ``filters``.
 
     Each row is verified against its events as it streams (``export_verify.py``), the chain
-    from the last checkpoint signed by ``public_key``; without a key, or with ``verify``
+    from the last checkpoint signed by ``public_key`` (one key, or a ring of registered
+    keys); without a key, or with ``verify``
     false, every row says it was not verified.
     """
     from gateway.audit.export_verify import verified_batches

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.export_format import COLUMNS, Row
+from gateway.audit.keyring import KeyRing
 from gateway.audit.rows import Erasure, Findings, check_ids, load_erasures
 from gateway.audit.verify import verify_trail
 from gateway.db.engine import unit_of_work
@@ -36,7 +37,7 @@ _KEEP = len(COLUMNS) - len(VERIFY_COLUMNS)
 def verified_batches(
     sessions: sessionmaker[Session],
     batches: Iterable[list[Row]],
-    public_key: str | None,
+    public_key: str | KeyRing | None,
     *,
     verify: bool = True,
 ) -> Iterator[list[Row]]:

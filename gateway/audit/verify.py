@@ -3,8 +3,11 @@
 From the start (genesis) or from the last signed checkpoint: every event's sequence must be
 contiguous, its stored ``prev_hash`` must be the previous chain hash, its chain hash must
 recompute from its own bytes, the sequence inside its payload must be its own, and at each
-checkpoint the recomputed chain head and Merkle root must equal the signed ones. Signatures
-are checked with the public key; sizes only grow; the trail must not end below a checkpoint.
+checkpoint the recomputed chain head and Merkle root must equal the signed ones. Each
+checkpoint's signature is checked with the key its key id names: by default any key
+registered in ``audit_keys`` (:mod:`gateway.audit.keyring`; a retired key only up to the size
+it was retired at), or only the one key given (an auditor's pinned key). Sizes only grow; the
+trail must not end below a checkpoint.
 
 Then (unless ``rows=False``) every ``decisions`` and ``personal_data`` row is checked against
 the events that commit to it (:mod:`gateway.audit.rows`): a mismatch names the decision, the
@@ -23,9 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.audit.events import chain_hash, checkpoint_json, checkpoint_note, leaf_hash
+from gateway.audit.keyring import KeyRing
 from gateway.audit.merkle import Frontier
 from gateway.audit.rows import Findings, RowError, check_all, load_erasures
-from gateway.audit.signing import key_id_of, verify_signature
 from gateway.db.models import AuditCheckpoint, AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -47,6 +50,7 @@ class VerifyReport:
     row_error_count: int = 0
     rows_verified: bool = False  # whether the row checks ran
     first_bad_decision_id: str | None = None  # the decision of the event at first_bad_seq
+    signing_keys: tuple[str, ...] = ()  # key ids of the checkpoints' signers, in order
 
     @property
     def chain_ok(self) -> bool:
@@ -91,6 +95,7 @@ class VerifyReport:
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
             "first_bad_decision_id": self.first_bad_decision_id,
+            "signing_keys": list(self.signing_keys),
             "rows_verified": self.rows_verified,
             "rows_checked": self.rows_checked,
             "row_error_count": self.row_error_count,
@@ -107,7 +112,7 @@ class _Broken(Exception):
 
 def verify_trail(
     session: Session,
-    public_key_b64: str,
+    keys: str | KeyRing | None = None,
     *,
     from_last_checkpoint: bool = False,
     rows: bool = True,
@@ -115,16 +120,26 @@ def verify_trail(
 ) -> VerifyReport:
     """Verify the chain and checkpoints, then (``rows``) every decision row against them.
 
+    ``keys``: None, the keys registered in the database (read in the same snapshot); a
+    base64 public key, only that key.
+
     ``from_last_checkpoint`` skips the events before the last checkpoint, not the rows: the
     rows are updated in place and no checkpoint covers them.
     """
     _snapshot(session)
+    ring = (
+        KeyRing.registered(session)
+        if keys is None
+        else KeyRing.single(keys)
+        if isinstance(keys, str)
+        else keys
+    )
     checkpoints = list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)))
     head = session.get(AuditHead, 1)
     size = head.seq if head else 0
     state = _State(checkpoints)
     try:
-        _check_signatures(checkpoints, public_key_b64)
+        _check_signatures(checkpoints, ring)
         if from_last_checkpoint and checkpoints:
             state.start_from(checkpoints[-1])
         _walk(session, state, batch)
@@ -165,6 +180,7 @@ def verify_trail(
         findings.count,
         rows,
         bad_decision,
+        tuple(dict.fromkeys(cp.key_id for cp in checkpoints)),
     )
 
 
@@ -197,8 +213,7 @@ class _State:
         self.anchor = checkpoint_json(cp)
 
 
-def _check_signatures(checkpoints: list[AuditCheckpoint], public_key_b64: str) -> None:
-    key_id = key_id_of(public_key_b64)
+def _check_signatures(checkpoints: list[AuditCheckpoint], ring: KeyRing) -> None:
     for cp in checkpoints:
         root = bytes.fromhex(cp.merkle_root)
         if cp.note != checkpoint_note(cp.size, root, cp.chain_head):
@@ -209,12 +224,9 @@ def _check_signatures(checkpoints: list[AuditCheckpoint], public_key_b64: str) -
             frontier_ok = False
         if not frontier_ok:
             raise _Broken(cp.size, f"checkpoint {cp.size}: its frontier does not give its root")
-        if cp.key_id != key_id or not verify_signature(
-            public_key_b64, cp.note.encode(), cp.signature
-        ):
-            raise _Broken(
-                cp.size, f"checkpoint {cp.size}: bad signature (key {cp.key_id}, expected {key_id})"
-            )
+        problem = ring.problem(cp)
+        if problem is not None:
+            raise _Broken(cp.size, f"checkpoint {cp.size}: {problem}")
 
 
 def _walk(session: Session, state: _State, batch: int) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from gateway.audit.bundle import BundleReport
+    from gateway.audit.keyring import KeyRing
     from gateway.audit.search import DecisionFilters
     from gateway.db.models import Decision
 
@@ -192,7 +193,7 @@ def _write(
             title=title or DEFAULT_TITLE,
         )
         return
-    key = _public_key()
+    key = _public_key(sessions)
     chunks = export_chunks(
         fmt.value, sessions, pinned, progress=advance, public_key=key, verify=verify
     )
@@ -237,10 +238,17 @@ def _target(output: Path) -> Iterator[BinaryIO]:
         partial.unlink(missing_ok=True)
 
 
-def _public_key() -> str | None:
-    """The gateway's checkpoint-signing public key (None when none is known)."""
+def _public_key(sessions: sessionmaker[Session]) -> str | KeyRing | None:
+    """The keys checkpoints are verified with: those registered in the database, else the
+    gateway's own public key (None when none is known)."""
+    from gateway.audit.keyring import KeyRing
     from gateway.cli.trail import public_key
+    from gateway.db.engine import unit_of_work
 
+    with unit_of_work(sessions) as session:
+        ring = KeyRing.registered(session)
+    if ring.keys:
+        return ring
     try:
         return public_key(load_settings(), None)
     except typer.BadParameter:
@@ -252,7 +260,7 @@ def _verification(sessions: sessionmaker[Session]) -> dict[str, Any] | None:
     from gateway.audit.verify import verify_trail
     from gateway.db.engine import unit_of_work
 
-    key = _public_key()
+    key = _public_key(sessions)
     if key is None:
         return None
     with unit_of_work(sessions) as session:

@@ -50,9 +50,23 @@ def key_pepper(settings: Settings) -> str:
 
 
 def audit_log(settings: Settings) -> AuditLog:
-    """The audit trail writer with this deployment's signing key (created on first use)."""
+    """The audit trail writer with this deployment's signing key (created on first use).
+
+    The key must be registered (``audit_keys``), as for a replica: a command signing with
+    another key would write checkpoints that verify refuses. Exit 1 saying so.
+    """
     from gateway.audit.events import AuditLog
+    from gateway.audit.keyring import KeyNotRegistered, ensure_registered
     from gateway.audit.signing import load_or_create_signer
 
     seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
-    return AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
+    try:
+        with open_database(settings) as session:
+            ensure_registered(
+                session, log.signer, auto_register=settings.audit_key_auto_register
+            )
+    except KeyNotRegistered as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return log

@@ -36,7 +36,12 @@ def public_key(settings: Settings, given: str | None) -> str:
 def verify(
     public_key_arg: Annotated[
         str | None,
-        typer.Option("--public-key", help="Public key file or base64 (default: the gateway's)."),
+        typer.Option(
+            "--public-key",
+            help="Accept only this public key (file or base64); default: every key "
+            "registered in the database (`gateway audit keys list`), or the gateway's own "
+            "when none is.",
+        ),
     ] = None,
     from_last_checkpoint: Annotated[
         bool,
@@ -54,10 +59,16 @@ def verify(
     """Recompute the hash chain and Merkle roots, and check every decision row against its
     events; exit 1 naming the first bad sequence, or each decision, table and field that
     does not match."""
+    from gateway.audit.keyring import KeyRing
     from gateway.audit.verify import verify_trail
 
     settings = load_settings()
-    key = public_key(settings, public_key_arg)
+    key: str | None = public_key(settings, public_key_arg) if public_key_arg else None
+    if key is None:
+        with open_database(settings) as session:
+            registered = bool(KeyRing.registered(session).keys)
+        if not registered:  # a database no replica has started on since keys were registered
+            key = public_key(settings, None)
     with open_database(settings) as session:
         report = verify_trail(session, key, from_last_checkpoint=from_last_checkpoint, rows=rows)
     typer.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary)

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -147,3 +157,45 @@ class PolicyVersion(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     effective_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditKey(Base):
+    """A public key whose checkpoints verify accepts; a replica signs only with a registered one.
+
+    Retiring keeps the key (its earlier checkpoints still verify) and records the trail's size
+    then: a checkpoint it signs above that size is refused.
+    """
+
+    __tablename__ = "audit_keys"
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # base64 of the raw Ed25519 key
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str | None] = mapped_column(String(200))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class QuarantineImage(Base):
+    """A quarantined image, kept where every replica can reveal it (the default store)."""
+
+    __tablename__ = "quarantine_images"
+    decision_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    image_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    mime: Mapped[str] = mapped_column(String(40))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    instance_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SharedSecret(Base):
+    """The fingerprint of a secret every replica must share (console cookie key, watermark key,
+    C2PA trust anchors), recorded by the first replica; a replica holding another refuses to
+    start."""
+
+    __tablename__ = "shared_secrets"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

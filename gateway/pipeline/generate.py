@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from pathlib import Path
 from typing import Any
 
 from gateway.audit.decisions import Opening
@@ -28,6 +27,7 @@ from gateway.errors import GatewayError
 from gateway.generation.run import GenerationParams, run_pipeline
 from gateway.generation.worker import QueueFull
 from gateway.observability.logs import decision_id_var
+from gateway.pipeline.quarantine import QuarantinedImage, QuarantineRefused
 from gateway.pipeline.request import DeliveredImage, GenerationRequest, GenerationResult
 from gateway.pipeline.stages import StageFailure, run_stage, wait_for
 from gateway.policy.active import Enforcement
@@ -374,9 +374,10 @@ class GenerationPipeline:
         return GenerationResult(decision_id, outcome, delivered, governance)
 
     def _quarantine(self, decision_id: str, index: int, png: bytes) -> None:
-        folder = Path(self._rt.settings.data_dir) / "quarantine" / decision_id
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{index}.png").write_bytes(png)
+        try:  # kept where every replica can reveal it; not kept: the request is refused
+            self._rt.quarantine.put(QuarantinedImage(decision_id, index, "image/png", png))
+        except QuarantineRefused as exc:
+            raise StageFailure("quarantine", str(exc)) from exc
 
     def _open(self, opening: Opening) -> str:
         try:

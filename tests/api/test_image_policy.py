@@ -6,12 +6,15 @@ legal would tune them, so that block and quarantine are exercised end to end.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from gateway.app import create_app
 from gateway.auth.keys import create_key
@@ -93,10 +96,88 @@ def test_quarantine_withholds_and_keeps_the_image(
     r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
     assert r.status_code == 400
     decision_id = r.json()["error"]["decision_id"]
-    kept = sorted((settings.data_dir / "quarantine" / decision_id).iterdir())
-    assert [p.name for p in kept] == ["0.png", "1.png"]
+    assert not (settings.data_dir / "quarantine").exists()  # kept in the shared database
     record = client.get(f"/v1/audit/decisions/{decision_id}", headers=auth(key)).json()
     assert [i["action"] for i in record["images"]] == ["quarantine", "quarantine"]
+    for image in record["images"]:  # an auditor reveals each, byte for byte as recorded
+        shown = client.get(
+            f"/v1/audit/decisions/{decision_id}/images/{image['index']}", headers=auth(key)
+        )
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+        assert hashlib.sha256(shown.content).hexdigest() == image["sha256"]
+        assert Image.open(io.BytesIO(shown.content)).size == (64, 64)
+    missing = client.get(f"/v1/audit/decisions/{decision_id}/images/2", headers=auth(key))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "image_not_found"
+    with unit_of_work(runtime.sessions) as session:  # another tenant's auditor sees nothing
+        other = create_key(session, tenant="globex", roles=[Role.AUDITOR]).secret
+    hidden = client.get(f"/v1/audit/decisions/{decision_id}/images/0", headers=auth(other))
+    assert hidden.status_code == 404
+    requester = client.get(
+        f"/v1/audit/decisions/{decision_id}/images/0", headers=auth(_requester(runtime))
+    )
+    assert requester.status_code == 403
+
+
+def _requester(runtime: Runtime) -> str:
+    with unit_of_work(runtime.sessions) as session:
+        return create_key(session, tenant="acme", roles=[Role.REQUESTER]).secret
+
+
+def test_quarantine_over_the_cap_refuses_the_request(
+    tmp_path: Path,
+    clip_dir: Path,
+    runtime_factory: Callable[..., Runtime],
+    settings_factory: Callable[..., Settings],
+) -> None:
+    policy = _policy(
+        tmp_path,
+        "    - {text: a bloody wound, category: violence, threshold: -2.0}\n",
+        "{block_at: never, quarantine_at: low}",
+    )
+    settings = settings_factory(
+        policy_dir=policy,
+        clip_dir=clip_dir,
+        clip_sha256=clip_pin(clip_dir),
+        quarantine_max_total_bytes=100,
+    )
+    runtime = runtime_factory(settings)
+    client, key = _client(runtime)
+    r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["code"] == "safety_system_unavailable" and "quarantine" in err["message"]
+    record = client.get(f"/v1/audit/decisions/{err['decision_id']}", headers=auth(key)).json()
+    assert record["outcome"] == "safety_system_unavailable"
+    assert "GATEWAY_QUARANTINE_MAX_TOTAL_BYTES" in record["errors"][0]["message"]
+
+
+def test_quarantine_in_an_fsspec_store(
+    tmp_path: Path,
+    clip_dir: Path,
+    runtime_factory: Callable[..., Runtime],
+    settings_factory: Callable[..., Settings],
+) -> None:
+    policy = _policy(
+        tmp_path,
+        "    - {text: a bloody wound, category: violence, threshold: -2.0}\n",
+        "{block_at: never, quarantine_at: low}",
+    )
+    store = tmp_path / "bucket"
+    settings = settings_factory(
+        policy_dir=policy,
+        clip_dir=clip_dir,
+        clip_sha256=clip_pin(clip_dir),
+        quarantine_url=store.as_uri() + "/quarantine",
+    )
+    runtime = runtime_factory(settings)
+    client, key = _client(runtime)
+    r = client.post("/v1/images/generations", json=BODY, headers=auth(key))
+    assert r.status_code == 400
+    decision_id = r.json()["error"]["decision_id"]
+    kept = sorted((store / "quarantine" / decision_id).iterdir())
+    assert [p.name for p in kept] == ["0.png", "1.png"]
+    shown = client.get(f"/v1/audit/decisions/{decision_id}/images/1", headers=auth(key))
+    assert shown.status_code == 200 and shown.content == kept[1].read_bytes()
 
 
 def test_special_care_alone_does_not_block_but_lowers_the_bar(
