@@ -124,3 +124,5 @@ def test_hpa_pdb_and_migration_job() -> None:
         for e in (_by_kind(kind).get("data") or _by_kind(kind).get("stringData") or {})
     }
     assert {"GATEWAY_DATABASE_URL", "GATEWAY_AUDIT_SIGNING_KEY", "GATEWAY_LOG_FORMAT"} <= names
+    # every secret replicas must share (gateway/shared_secrets.py), or the second one refuses
+    assert {"GATEWAY_CONSOLE_SECRET", "GATEWAY_WATERMARK_KEY", "GATEWAY_C2PA_CERT_CHAIN"} <= names
