@@ -13,6 +13,7 @@ replica with the new value.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ from gateway.db.models import SharedSecret
 from gateway.settings import Settings
 
 SecretName = Literal["console_secret", "watermark_key", "c2pa_certificate"]
+
+log = logging.getLogger(__name__)
 
 SETTING: Mapping[SecretName, str] = {
     "console_secret": "GATEWAY_CONSOLE_SECRET",
@@ -58,6 +61,22 @@ def replica_secrets(settings: Settings, c2pa_certificate_sha256: str) -> dict[Se
 
     console = settings.console_secret.get_secret_value() if settings.console_secret else None
     watermark = settings.watermark_key.get_secret_value() if settings.watermark_key else None
+    unshared = [
+        name
+        for name, value in (
+            ("GATEWAY_AUDIT_SIGNING_KEY", settings.audit_signing_key),
+            ("GATEWAY_CONSOLE_SECRET", console),
+            ("GATEWAY_WATERMARK_KEY", watermark),
+            ("GATEWAY_C2PA_CERT_CHAIN", settings.c2pa_cert_chain),
+        )
+        if not value
+    ]
+    if unshared and settings.resolved_database_url.startswith("postgresql"):
+        log.warning(
+            "%s unset: this replica uses keys made in its own data dir, so another replica "
+            "will refuse to start until they are shared (docs/operators.md, 'Several replicas')",
+            ", ".join(unshared),
+        )
     return {
         "console_secret": load_or_create_secret(settings.data_dir, console),
         "watermark_key": load_or_create_watermark_key(settings.data_dir, watermark),

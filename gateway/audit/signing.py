@@ -2,7 +2,8 @@
 
 The key comes from ``GATEWAY_AUDIT_SIGNING_KEY`` (base64 of a 32-byte seed) or, when that is
 unset, from ``<data dir>/audit-signing-key`` (created 0600 on first start). The public key is
-written beside it (``audit-signing-key.pub``) for anyone who verifies offline.
+written beside it (``audit-signing-key.pub``) for anyone who verifies offline. A replica
+starts only when its public key is registered in the database (:mod:`gateway.audit.keyring`).
 """
 
 from __future__ import annotations

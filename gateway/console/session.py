@@ -3,8 +3,10 @@
 The cookie is a Fernet token (AES-128-CBC + HMAC-SHA256) so the key never travels or rests
 in the browser in clear, and a cookie that was altered, forged or is past its expiry is
 refused. The Fernet key comes from ``GATEWAY_CONSOLE_SECRET`` or, when that is unset, from
-``<data dir>/console.key`` (created 0600 on first start). Every request re-authenticates the
-key inside, so a revoked key is locked out at once.
+``<data dir>/console.key`` (created 0600 on first start). Replicas must share it, so that a
+cookie made by one opens on another: the first replica pins its fingerprint in the database
+and a replica holding another key refuses to start (:mod:`gateway.shared_secrets`). Every
+request re-authenticates the key inside, so a revoked key is locked out at once.
 
 A visitor who has not signed in gets a session without a key: it carries the CSRF token of
 the sign-in form.
