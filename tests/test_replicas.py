@@ -189,8 +189,11 @@ def test_a_replica_with_other_shared_secrets_refuses_to_start(
 def test_a_retired_key_verifies_its_past_and_nothing_after(
     replica: Callable[..., Runtime],
 ) -> None:
+    from gateway.audit.events import SigningKeyRetired
     from gateway.audit.keyring import retire_key
+    from gateway.audit.merkle import Frontier
     from gateway.audit.verify import verify_trail
+    from gateway.db.models import AuditCheckpoint
 
     seed_a, seed_b = _seed(), _seed()
     a = replica("a", seed_a)
@@ -205,9 +208,23 @@ def test_a_retired_key_verifies_its_past_and_nothing_after(
     b = replica("b", seed_b)
     with pytest.raises(KeyNotRegistered, match="retired"):
         replica("a2", seed_a)
-    with unit_of_work(b.sessions) as session:  # A, still running, signs once more
+    with unit_of_work(b.sessions) as session:  # A, still running, signs nothing more
         b.audit.append(session, "test_event", {"n": 2})
-        assert a.audit.checkpoint(session) is not None
+        with pytest.raises(SigningKeyRetired):
+            a.audit.checkpoint(session)
+        assert b.audit.checkpoint(session) is not None
+    with unit_of_work(b.sessions) as session:
+        report = verify_trail(session)
+    assert report.ok and report.signing_keys == (a.audit.signer.key_id, b.audit.signer.key_id)
+
+    # whoever still holds the retired key writes a checkpoint behind the gateway's back
+    with unit_of_work(b.sessions) as session:
+        b.audit.append(session, "test_event", {"n": 3})
+        head = a.audit._locked_head(session.connection())
+        frontier = Frontier(size=head.seq, nodes=list(head.nodes))
+        session.add(
+            AuditCheckpoint(**a.audit._checkpoint_row(head.seq, head.chain_hash, frontier))
+        )
     with unit_of_work(b.sessions) as session:
         report = verify_trail(session)
     assert not report.ok and "after it was retired" in (report.reason or "")

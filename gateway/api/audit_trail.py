@@ -8,9 +8,10 @@ from fastapi import APIRouter
 
 from gateway.api.deps import Admin, Auditor, RuntimeDep
 from gateway.api.responses import AUTHENTICATED, errors
-from gateway.audit.events import checkpoint_json
+from gateway.audit.events import SigningKeyRetired, checkpoint_json
 from gateway.audit.verify import verify_trail
 from gateway.db.engine import unit_of_work
+from gateway.errors import GatewayError
 
 router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED))
 
@@ -33,8 +34,11 @@ def verify(
     return {**report.to_json(), "public_key": runtime.audit.signer.public_key_b64}
 
 
-@router.post("/v1/audit/checkpoints")
+@router.post("/v1/audit/checkpoints", responses=errors(409))
 def checkpoint(_: Admin, runtime: RuntimeDep) -> dict[str, Any]:
     with unit_of_work(runtime.sessions) as session:
-        made = runtime.audit.checkpoint(session)
+        try:
+            made = runtime.audit.checkpoint(session)
+        except SigningKeyRetired as exc:
+            raise GatewayError(409, "signing_key_retired", str(exc)) from None
         return {"created": made is not None, **(checkpoint_json(made) if made else {})}

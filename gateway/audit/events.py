@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,9 @@ from gateway.audit.canonical import canonical_json
 from gateway.audit.merkle import Frontier
 from gateway.audit.merkle import leaf_hash as merkle_leaf
 from gateway.audit.signing import Signer
-from gateway.db.models import AuditCheckpoint, AuditEvent, AuditHead, Base
+from gateway.db.models import AuditCheckpoint, AuditEvent, AuditHead, AuditKey, Base
+
+log = logging.getLogger(__name__)
 
 DOMAIN = b"gw-audit-v1\0"
 ORIGIN = "gateway-audit/v1"
@@ -45,6 +48,10 @@ def leaf_hash(payload: str) -> bytes:
 def chain_hash(seq: int, prev_hash_hex: str, payload: str) -> str:
     data = DOMAIN + seq.to_bytes(8, "big") + bytes.fromhex(prev_hash_hex) + leaf_hash(payload)
     return hashlib.sha256(data).hexdigest()
+
+
+class SigningKeyRetired(Exception):
+    """This log's key was retired (``gateway audit keys retire``): it signs nothing more."""
 
 
 def checkpoint_note(size: int, root: bytes, chain_head: str) -> str:
@@ -181,7 +188,11 @@ class AuditLog:
                     "chain_hash": new_hash,
                 }
             )
-            if self.checkpoint_every and seq % self.checkpoint_every == 0:
+            if (
+                self.checkpoint_every
+                and seq % self.checkpoint_every == 0
+                and not self._key_retired(conn)
+            ):
                 checkpoints.append(self._checkpoint_row(seq, new_hash, frontier))
             seqs.append(seq)
             prev = new_hash
@@ -209,6 +220,11 @@ class AuditLog:
         """Sign a checkpoint at the current size (None if empty or already signed there)."""
         session.flush()
         head = self._locked_head(session.connection())
+        if self._key_retired(session.connection()):
+            raise SigningKeyRetired(
+                f"this replica's audit signing key {self.signer.key_id} was retired; restart "
+                "it with a registered key (docs/audit.md, 'Signing keys and rotation')"
+            )
         if head.seq == 0 or session.get(AuditCheckpoint, head.seq) is not None:
             return None
         frontier = Frontier(size=head.seq, nodes=list(head.nodes))
@@ -216,6 +232,21 @@ class AuditLog:
         session.add(checkpoint)
         session.flush()
         return checkpoint
+
+    def _key_retired(self, conn: Connection) -> bool:
+        """Whether the key was retired: read under the head lock, which retiring also takes, so
+        a checkpoint is either signed before the retirement or not at all (verify would refuse
+        it). A key that is not registered is refused at start, not here."""
+        retired = conn.execute(
+            select(AuditKey.retired_at).where(AuditKey.key_id == self.signer.key_id)
+        ).scalar()
+        if retired is not None:
+            log.error(
+                "audit signing key %s is retired: checkpoint not signed (restart this replica "
+                "with a registered key)",
+                self.signer.key_id,
+            )
+        return retired is not None
 
     def _checkpoint_row(self, size: int, head_hash: str, frontier: Frontier) -> dict[str, Any]:
         root = frontier.root()
