@@ -172,12 +172,17 @@ def reveal_quarantined(
     principal: Auditor,
     runtime: RuntimeDep,
 ) -> Response:
-    """A quarantined image, for review: from the shared store, whichever replica kept it."""
+    """A quarantined image, for review: from the shared store, whichever replica kept it.
+
+    Each reveal is an audit event (``quarantine.revealed``: the decision, the image, its
+    SHA-256 and the key that asked), committed before the image is sent.
+    """
     with unit_of_work(runtime.sessions) as session:
         decision = session.get(Decision, decision_id)
-        visible = decision is not None and (
-            Role.ADMIN in principal.roles or decision.tenant_id == principal.tenant_id
-        )
+        tenant_id = decision.tenant_id if decision is not None else None
+    visible = tenant_id is not None and (
+        Role.ADMIN in principal.roles or tenant_id == principal.tenant_id
+    )
     kept = runtime.quarantine.get(decision_id, index) if visible else None
     if kept is None:
         raise GatewayError(
@@ -185,6 +190,18 @@ def reveal_quarantined(
             "image_not_found",
             f"no quarantined image {index} of decision {decision_id!r}",
             param="index",
+        )
+    with unit_of_work(runtime.sessions) as session:
+        runtime.audit.append(
+            session,
+            "quarantine.revealed",
+            {
+                "decision_id": decision_id,
+                "index": index,
+                "sha256": kept.sha256,
+                "by": f"key:{principal.key_id}",
+            },
+            tenant_id=tenant_id,
         )
     return Response(
         kept.data,

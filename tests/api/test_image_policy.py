@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +16,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import select
 
 from gateway.app import create_app
 from gateway.auth.keys import create_key
 from gateway.db.engine import unit_of_work
+from gateway.db.models import AuditEvent
 from gateway.domain import Role
 from gateway.runtime import Runtime
 from gateway.settings import Settings
@@ -106,6 +109,12 @@ def test_quarantine_withholds_and_keeps_the_image(
         assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
         assert hashlib.sha256(shown.content).hexdigest() == image["sha256"]
         assert Image.open(io.BytesIO(shown.content)).size == (64, 64)
+    with unit_of_work(runtime.sessions) as session:  # each reveal is on the audit trail
+        reveals = session.scalars(
+            select(AuditEvent.payload).where(AuditEvent.kind == "quarantine.revealed")
+        ).all()
+    assert [json.loads(p)["body"]["index"] for p in reveals] == [0, 1]
+    assert all(json.loads(p)["body"]["decision_id"] == decision_id for p in reveals)
     missing = client.get(f"/v1/audit/decisions/{decision_id}/images/2", headers=auth(key))
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "image_not_found"
     with unit_of_work(runtime.sessions) as session:  # another tenant's auditor sees nothing
