@@ -184,7 +184,9 @@ class GenerationPipeline:
         timeout = rt.settings.stage_timeout_s
 
         # 1. licence × intended use × tenant facts
+        t0 = time.perf_counter()
         verdict = evaluate_model(bundle, req.model, use, principal.tenant_facts)
+        timings["licence"] = _ms(t0)
         record["licence"] = _licence_json(verdict)
         record["rights"] = verdict.rights
         if not verdict.allowed:
@@ -263,7 +265,9 @@ class GenerationPipeline:
         )
         t0 = time.perf_counter()
         try:
-            future = rt.worker.submit(lambda: run_pipeline(loaded, params))
+            future = rt.worker.submit(
+                lambda: run_pipeline(loaded, params), model=req.model, images=req.n
+            )
         except QueueFull:
             raise Denied(
                 "queue_full",
