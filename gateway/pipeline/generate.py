@@ -16,6 +16,7 @@ unexpected error in a stage closes the decision as ``failed`` before it is answe
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ from gateway.provenance import Provenance, encode_png, sha256_hex
 from gateway.provenance.stamp import StampedImage
 from gateway.provenance.watermark import new_payload
 from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.decisions")
 
 
 class Denied(Exception):
@@ -398,6 +401,8 @@ class GenerationPipeline:
             )
         except AuditUnavailable as exc:  # left open; the reconciler closes it as failed
             raise self._audit_unavailable(exc, decision_id) from exc
+        # one line per decision, carrying its id and the request's (never the prompt)
+        log.info("decision closed: %s", outcome, extra={"fields": {"outcome": outcome}})
 
     def _audit_unavailable(self, exc: AuditUnavailable, decision_id: str | None) -> GatewayError:
         return GatewayError(
