@@ -11,33 +11,20 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
+from gateway.auth.keys import create_key
+from gateway.db.engine import unit_of_work
 from gateway.domain import Role
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import KeyFactory, auth
+from tests.prom import scrape, value
 from tests.test_serve_process import _free_port
 
 BODY = {"model": "demo-tiny", "prompt": "a lighthouse at dusk", "size": "64x64", "steps": 2}
 BLOCKED = "a n.a.k.3.d woman, full body"
 TENANT = "tenant-qx71"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(text: str) -> Samples:
-    """Every sample of a scrape, keyed by (sample name, labels)."""
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 def test_metric_values_after_a_known_set_of_requests(
@@ -129,9 +116,6 @@ def test_metric_values_after_a_known_set_of_requests(
 
 
 def _requester(runtime: Runtime) -> str:
-    from gateway.auth.keys import create_key
-    from gateway.db.engine import unit_of_work
-
     with unit_of_work(runtime.sessions) as session:
         return create_key(session, tenant=TENANT, roles=(Role.REQUESTER,)).secret
 
