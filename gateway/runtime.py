@@ -19,6 +19,7 @@ from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
 from gateway.generation.models import ModelManager
 from gateway.generation.worker import GenerationWorker
+from gateway.observability.metrics import GatewayMetrics, PolicyInForce
 from gateway.policy.active import (
     ActivePolicy,
     Enforcement,
@@ -74,6 +75,7 @@ class Runtime:
     executor: ThreadPoolExecutor
     recovered: list[str]
     provenance: ProvenanceService  # C2PA signing credentials and the watermark key
+    metrics: GatewayMetrics  # this runtime's Prometheus registry (GET /metrics)
     reconciler: Reconciler | None = None  # closes decisions a database fault left open
 
     # the version in force right now; a request should take ``policy.current()`` once
@@ -167,8 +169,13 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     refresher.start()
     worker = GenerationWorker(settings.queue_size)
     worker.start()
+    metrics = GatewayMetrics()
     writer = DecisionWriter(
-        engine, audit, retry_s=settings.audit_retry_s, backoff_s=settings.audit_retry_backoff_s
+        engine,
+        audit,
+        retry_s=settings.audit_retry_s,
+        backoff_s=settings.audit_retry_backoff_s,
+        observer=metrics,
     )
     parts: dict[str, Any] = {
         "settings": settings,
@@ -183,9 +190,19 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
         "provenance": ProvenanceService.from_settings(settings),
+        "metrics": metrics,
     }
     parts.update(overrides)
     runtime = Runtime(**parts)
+
+    def in_force() -> PolicyInForce:
+        enf = runtime.policy.current()
+        return PolicyInForce(enf.version_id, enf.bundle.version)
+
+    # read at scrape time; a batcher replacing the worker is rewired here (``waiting``)
+    runtime.metrics.watch(
+        models=lambda: runtime.models.entries, waiting=runtime.worker, policy=in_force
+    )
     runtime.reconciler = Reconciler(
         sessions, audit, runtime.decisions, settings.instance_id, settings.reconcile_interval_s
     )

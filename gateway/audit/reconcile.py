@@ -99,9 +99,10 @@ class Reconciler:
         settled = {d for d in stuck_before if d not in open_ids}
         for decision_id in sorted(open_ids - in_flight):
             stuck = stuck_now.get(decision_id, UNKNOWN)
+            close = failed_close(stuck)
             try:
                 with unit_of_work(self._sessions) as session:
-                    close_decision(session, self._audit, decision_id, **failed_close(stuck))
+                    close_decision(session, self._audit, decision_id, **close)
             except DecisionAlreadyClosed:
                 pass  # closed by its own request after all
             except Exception as exc:
@@ -109,6 +110,7 @@ class Reconciler:
                 continue
             else:
                 closed.append(decision_id)
+                self._writer.observe_closed(close["outcome"], close["record"])
             settled.add(decision_id)
         self._writer.forget(settled)
         if closed:
