@@ -98,6 +98,22 @@ class ModelManager:
         reason = self._unavailable.get(model_id, f"{model_id} has not been loaded")
         return ModelStatus(model_id, entry, False, reason, None)
 
+    def lineage(self, model_id: str) -> list[dict[str, str | None]]:
+        """The model, then its base, ...: each with its kind, licence and weights sha256."""
+        out: list[dict[str, str | None]] = []
+        for mid in self._registry.chain(model_id):
+            entry = self._registry.models[mid]
+            loaded = self._loaded.get(mid)
+            out.append(
+                {
+                    "id": mid,
+                    "kind": entry.source.kind,
+                    "licence": entry.licence,
+                    "weights_sha256": loaded.weights_sha256 if loaded else None,
+                }
+            )
+        return out
+
     def unavailable(self) -> list[str]:
         return [m for m in self._registry.models if m not in self._loaded]
 
