@@ -186,8 +186,9 @@ def train_lora(
         if should_stop is not None and should_stop():
             save_checkpoint(step)
             raise TrainingCancelled(f"stopped at step {step} of {config.steps}")
-        if step % per_epoch == 0 or not order:  # a fresh shuffle each epoch
-            order = torch.randperm(n, generator=gen).tolist()
+        if step % per_epoch == 0 or not order:  # each epoch's shuffle, from (seed, epoch)
+            epoch_gen = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + step // per_epoch)
+            order = torch.randperm(n, generator=epoch_gen).tolist()
         at = (step % per_epoch) * config.batch_size
         batch = order[at : at + config.batch_size] or order[: config.batch_size]
         mean = torch.cat([means[i] for i in batch])
