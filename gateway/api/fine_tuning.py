@@ -33,7 +33,9 @@ class Governance(BaseModel):
     rights: Literal["owned", "licensed", "public_domain", "unknown"]
     rights_note: str | None = Field(default=None, max_length=2000)
     intended_use: (
-        Literal["research", "internal_business", "commercial", "hosted_service", "train_other_model"]
+        Literal[
+            "research", "internal_business", "commercial", "hosted_service", "train_other_model"
+        ]
         | None
     ) = None
 

@@ -145,8 +145,12 @@ def run_finetune(
             deps,
             spec,
             "finetune.refused",
-            {"intended_use": use, "rights": spec.rights, "reason": str(refused),
-             "reasons": [r.to_json() for r in refused.reasons]},  # fmt: skip
+            {
+                "intended_use": use,
+                "rights": spec.rights,
+                "reason": str(refused),
+                "reasons": [r.to_json() for r in refused.reasons],
+            },
         )
         raise
     base_entry = bundle.models.models[spec.base]
@@ -202,7 +206,9 @@ def _check_loads(
     fresh = load_model(spec.base, base_entry, model_dir)
     adapter = load_adapter(spec.name, ModelEntry.model_validate(entry), model_dir, fresh)
     width, height = (int(v) for v in entry["sizes"][0].split("x"))
-    run_pipeline(adapter, GenerationParams(training.images[0].caption, None, 1, width, height, 1, 0))
+    run_pipeline(
+        adapter, GenerationParams(training.images[0].caption, None, 1, width, height, 1, 0)
+    )
 
 
 def _open_draft(

@@ -23,8 +23,12 @@ from PIL import Image
 from gateway.provenance import DIGITAL_SOURCE_TYPE
 from gateway.provenance.stamp import ProvenanceService
 
-IMAGE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-                  ".webp": "image/webp"}  # fmt: skip
+IMAGE_SUFFIXES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+}
 GENERATOR_PNG_KEYS = ("gateway:digital_source_type", "gateway:decision_id", "parameters", "prompt")
 MAX_IMAGES = 10_000
 
@@ -66,7 +70,9 @@ def caption_for(path: Path, root: Path) -> str:
     return folder.name.replace("_", " ").replace("-", " ").strip() or "an image"
 
 
-def _markers(raw: bytes, mime: str, image: Image.Image, service: ProvenanceService | None) -> list[str]:
+def _markers(
+    raw: bytes, mime: str, image: Image.Image, service: ProvenanceService | None
+) -> list[str]:
     found: list[str] = []
     info = getattr(image, "text", None) or {}
     for key in GENERATOR_PNG_KEYS:
@@ -81,9 +87,14 @@ def _markers(raw: bytes, mime: str, image: Image.Image, service: ProvenanceServi
         return found
     reading = service.read_manifest(raw, mime)
     if reading.present:
-        found.append("c2pa:" + ("signed_by_this_gateway" if reading.valid and
-                                reading.signer_serial == service.credentials.certificate_serial
-                                else "present"))  # fmt: skip
+        found.append(
+            "c2pa:"
+            + (
+                "signed_by_this_gateway"
+                if reading.valid and reading.signer_serial == service.credentials.certificate_serial
+                else "present"
+            )
+        )
         if DIGITAL_SOURCE_TYPE in json.dumps(reading.manifest or {}):
             found.append("c2pa:trainedAlgorithmicMedia")
     mark = service.watermarker.read(image.convert("RGB"))
@@ -127,8 +138,9 @@ def scan(
             TrainingImage(path, rel, digest, len(raw), width, height, caption, tuple(markers))
         )
     duplicates = [group for group in by_hash.values() if len(group) > 1]
-    flagged = [{"path": i.rel, "sha256": i.sha256, "markers": list(i.markers)}
-               for i in images if i.markers]  # fmt: skip
+    flagged = [
+        {"path": i.rel, "sha256": i.sha256, "markers": list(i.markers)} for i in images if i.markers
+    ]
     body: dict[str, Any] = {
         "count": len(paths),
         "unique": len(images),
@@ -136,10 +148,14 @@ def scan(
         "rights": rights,
         "rights_note": rights_note,
         "images": [
-            {"sha256": i.sha256, "bytes": i.bytes, "size": f"{i.width}x{i.height}",
-             "caption": i.caption}
+            {
+                "sha256": i.sha256,
+                "bytes": i.bytes,
+                "size": f"{i.width}x{i.height}",
+                "caption": i.caption,
+            }
             for i in images
-        ],  # fmt: skip
+        ],
         "duplicates": duplicates,
         "ai_generated_or_c2pa": flagged,
     }

@@ -45,8 +45,15 @@ class FineTuningService:
         for path in self._jobs.glob("ftjob-*.json"):  # left running by a stopped process
             job = json.loads(path.read_text(encoding="utf-8"))
             if job["status"] in ACTIVE:
-                self._finish(job, "failed", error={"code": "interrupted", "param": None,
-                             "message": "the gateway stopped; submit again to resume"})  # fmt: skip
+                self._finish(
+                    job,
+                    "failed",
+                    error={
+                        "code": "interrupted",
+                        "param": None,
+                        "message": "the gateway stopped; submit again to resume",
+                    },
+                )
 
     # -- storage ---------------------------------------------------------------------------
     def _path(self, job_id: str) -> Path:
@@ -85,7 +92,10 @@ class FineTuningService:
         config: TrainConfig,
         resolution_given: bool,
     ) -> dict[str, Any]:
-        if FOLDER.fullmatch(training_file) is None or not (self.images_root / training_file).is_dir():
+        if (
+            FOLDER.fullmatch(training_file) is None
+            or not (self.images_root / training_file).is_dir()
+        ):
             raise GatewayError(
                 422,
                 "invalid_training_file",
@@ -168,20 +178,41 @@ class FineTuningService:
             if job["id"] in self._cancel:
                 raise TrainingCancelled("cancelled before it started")
             outcome = run_finetune(
-                spec, deps, progress=progress, stage=stage, should_stop=lambda: job["id"] in self._cancel
+                spec,
+                deps,
+                progress=progress,
+                stage=stage,
+                should_stop=lambda: job["id"] in self._cancel,
             )
         except TrainingCancelled:
             self._finish(job, "cancelled")
         except FinetuneRefused as exc:
-            self._finish(job, "failed", error={"code": "licence_policy_violation",
-                         "message": str(exc), "param": "model",
-                         "reasons": [r.to_json() for r in exc.reasons]})  # fmt: skip
+            self._finish(
+                job,
+                "failed",
+                error={
+                    "code": "licence_policy_violation",
+                    "message": str(exc),
+                    "param": "model",
+                    "reasons": [r.to_json() for r in exc.reasons],
+                },
+            )
         except FinetuneError as exc:
-            self._finish(job, "failed", error={"code": "invalid_request", "message": str(exc),
-                         "param": exc.param})  # fmt: skip
+            self._finish(
+                job,
+                "failed",
+                error={"code": "invalid_request", "message": str(exc), "param": exc.param},
+            )
         except Exception as exc:  # a failed job is reported on the job, never lost
-            self._finish(job, "failed", error={"code": "training_failed", "param": None,
-                         "message": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            self._finish(
+                job,
+                "failed",
+                error={
+                    "code": "training_failed",
+                    "param": None,
+                    "message": f"{type(exc).__name__}: {exc}",
+                },
+            )
         else:
             t = outcome.train
             job["governance"].update(

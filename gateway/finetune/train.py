@@ -96,8 +96,9 @@ def train_lora(
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
     unet, vae = getattr(pipeline, "unet", None), getattr(pipeline, "vae", None)
-    tokenizer, text_encoder = getattr(pipeline, "tokenizer", None), getattr(
-        pipeline, "text_encoder", None
+    tokenizer, text_encoder = (
+        getattr(pipeline, "tokenizer", None),
+        getattr(pipeline, "text_encoder", None),
     )
     if unet is None or vae is None or tokenizer is None or text_encoder is None:
         raise TrainingUnsupported(
@@ -187,7 +188,9 @@ def train_lora(
             save_checkpoint(step)
             raise TrainingCancelled(f"stopped at step {step} of {config.steps}")
         if step % per_epoch == 0 or not order:  # each epoch's shuffle, from (seed, epoch)
-            epoch_gen = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + step // per_epoch)
+            epoch_gen = torch.Generator(device="cpu").manual_seed(
+                config.seed * 1_000_003 + step // per_epoch
+            )
             order = torch.randperm(n, generator=epoch_gen).tolist()
         at = (step % per_epoch) * config.batch_size
         batch = order[at : at + config.batch_size] or order[: config.batch_size]
@@ -199,14 +202,18 @@ def train_lora(
             0, scheduler.config.num_train_timesteps, (len(batch),), generator=gen
         )
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        target = scheduler.get_velocity(latents, noise, timesteps) if prediction == "v_prediction" else noise
+        target = (
+            scheduler.get_velocity(latents, noise, timesteps)
+            if prediction == "v_prediction"
+            else noise
+        )
         cond = torch.cat([embeds[i] for i in batch])
         with torch.autocast(device.type, dtype=weight_dtype, enabled=device.type == "cuda"):
             pred = unet(
                 noisy.to(device, weight_dtype), timesteps.to(device), cond.to(device, weight_dtype)
             ).sample
         loss = torch.nn.functional.mse_loss(pred.float(), target.to(device).float())
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss_value = float(loss.detach().cpu())

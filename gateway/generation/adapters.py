@@ -60,6 +60,8 @@ def activate_adapter(pipeline: Any, adapter: AdapterRef | None) -> None:
                 local_files_only=True,
             )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise AdapterUnavailable(f"{adapter.model_id}: loading {adapter.path} failed: {exc}") from exc
+            raise AdapterUnavailable(
+                f"{adapter.model_id}: loading {adapter.path} failed: {exc}"
+            ) from exc
     pipeline.enable_lora()
     pipeline.set_adapters([adapter.name], adapter_weights=[1.0])

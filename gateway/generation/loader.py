@@ -82,7 +82,9 @@ def load_model(model_id: str, entry: ModelEntry, model_dir: Path) -> LoadedModel
     return LoadedModel(model_id, entry, pipeline, digest, path)
 
 
-def load_adapter(model_id: str, entry: ModelEntry, model_dir: Path, base: LoadedModel) -> LoadedModel:
+def load_adapter(
+    model_id: str, entry: ModelEntry, model_dir: Path, base: LoadedModel
+) -> LoadedModel:
     """A LoRA adapter over ``base``'s pipeline (not reloaded): pins checked, then a trial
     activation so that a file that does not fit the base is refused now, not mid-request."""
     digest = check_weights(model_id, entry, model_dir)

@@ -36,21 +36,30 @@ def test_fine_tuning_jobs(runtime: Runtime, client: TestClient, make_key: KeyFac
     }
     r = client.post("/v1/fine_tuning/jobs", json=body, headers=auth(requester))
     assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_role"
-    bad = client.post("/v1/fine_tuning/jobs", json={**body, "training_file": "../etc"},
-                      headers=auth(manager))  # fmt: skip
+    bad = client.post(
+        "/v1/fine_tuning/jobs", json={**body, "training_file": "../etc"}, headers=auth(manager)
+    )
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "training_file"
 
     refused = client.post(
         "/v1/fine_tuning/jobs",
-        json={**body, "model": "stabilityai/sdxl-turbo", "suffix": "acme/nc",
-              "governance": {"rights": "owned", "intended_use": "commercial"}},
+        json={
+            **body,
+            "model": "stabilityai/sdxl-turbo",
+            "suffix": "acme/nc",
+            "governance": {"rights": "owned", "intended_use": "commercial"},
+        },
         headers=auth(manager),
-    ).json()  # fmt: skip
+    ).json()
     slow = client.post(
         "/v1/fine_tuning/jobs",
-        json={**body, "suffix": "acme/slow", "hyperparameters": {"n_steps": 5000, "resolution": 32}},
+        json={
+            **body,
+            "suffix": "acme/slow",
+            "hyperparameters": {"n_steps": 5000, "resolution": 32},
+        },
         headers=auth(manager),
-    ).json()  # fmt: skip
+    ).json()
     cancel = client.post(f"/v1/fine_tuning/jobs/{slow['id']}/cancel", headers=auth(manager))
     assert cancel.status_code == 200, cancel.text
     created = client.post("/v1/fine_tuning/jobs", json=body, headers=auth(manager))

@@ -28,7 +28,7 @@ from gateway.domain import Role
 from gateway.generation.models import ModelManager
 from gateway.generation.pins import sha256_file
 from gateway.runtime import Runtime
-from tests.conftest import KeyFactory, auth
+from tests.conftest import auth
 from tests.finetune.helpers import cli_env, make_images, private_model_dir
 
 NAME = "acme/tiny-brand-lora"
@@ -41,8 +41,14 @@ def _events(runtime: Runtime, kind: str) -> list[dict[str, object]]:
 
 
 def _generate(client: TestClient, key: str, model: str, **extra: object) -> dict[str, object]:
-    body = {"model": model, "prompt": "a red circle, brand style", "size": "64x64", "steps": 2,
-            "seed": 7, **extra}  # fmt: skip
+    body = {
+        "model": model,
+        "prompt": "a red circle, brand style",
+        "size": "64x64",
+        "steps": 2,
+        "seed": 7,
+        **extra,
+    }
     r = client.post("/v1/images/generations", json=body, headers=auth(key))
     assert r.status_code == 200, r.text
     out: dict[str, object] = r.json()
@@ -172,14 +178,20 @@ def _flow(runtime: Runtime, client: TestClient, own: Path, tmp_path: Path) -> No
     base_sha = runtime.policy.current().models.status("demo-tiny").weights_sha256
     assert lineage == [
         {"id": NAME, "kind": "lora", "licence": "apache-2.0", "weights_sha256": digest},
-        {"id": "demo-tiny", "kind": "demo_tiny", "licence": "apache-2.0", "weights_sha256": base_sha},
+        {
+            "id": "demo-tiny",
+            "kind": "demo_tiny",
+            "licence": "apache-2.0",
+            "weights_sha256": base_sha,
+        },
     ]
     assert governance["model"]["weights_sha256"] == digest
     assert governance["rights"]["licence"]["chain"] == ["apache-2.0", "apache-2.0"]
     refs = [u["ref"] for u in governance["rights"]["use_restrictions"]]
     assert f"{NAME}-training-set" in refs
     decision = client.get(
-        f"/v1/audit/decisions/{governance['decision_id']}", headers=auth(_key(runtime, Role.AUDITOR))
+        f"/v1/audit/decisions/{governance['decision_id']}",
+        headers=auth(_key(runtime, Role.AUDITOR)),
     ).json()
     assert json.dumps(decision).count(digest) >= 1
 

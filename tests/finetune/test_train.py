@@ -19,10 +19,13 @@ from tests.finetune.helpers import make_images
 def _train(model_dir: Path, images: Path, out: Path, stop_at: int | None = None) -> Path:
     entry = load_bundle(REPO / "policies").models.models["demo-tiny"]
     base = load_model("demo-tiny", entry, model_dir)
-    samples = [(i.path, i.caption) for i in scan(images, rights="owned", rights_note=None,
-                                                 service=None).images]  # fmt: skip
-    config = TrainConfig(steps=4, rank=2, resolution=32, learning_rate=1e-2, seed=3,
-                         checkpoint_every=2)  # fmt: skip
+    samples = [
+        (i.path, i.caption)
+        for i in scan(images, rights="owned", rights_note=None, service=None).images
+    ]
+    config = TrainConfig(
+        steps=4, rank=2, resolution=32, learning_rate=1e-2, seed=3, checkpoint_every=2
+    )
     calls = {"n": 0}
 
     def stop() -> bool:
