@@ -1,7 +1,7 @@
 """Fine-tuning cost on this machine: LoRA training of demo-tiny, seconds per step and peak
 memory, measured in a clean subprocess per configuration (nothing else loaded in it).
 
-    python bench/finetune_tiny.py [--steps 20] [--resolution 64 256]
+    python bench/finetune_tiny.py [--steps 20] [--resolution 64 256] [--threads N]
 
 Prints one line per resolution: time per step, wall and CPU (process time, all threads;
 less sensitive to other jobs on a shared machine), after the first step (warm-up), the process's
@@ -26,7 +26,10 @@ from gateway.generation.demo_tiny import build_demo_tiny
 from gateway.finetune.train import TrainConfig, train_lora
 from diffusers import StableDiffusionPipeline
 work, steps, resolution = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-train = sys.argv[4] == "1"
+train, threads = sys.argv[4] == "1", int(sys.argv[5])
+if threads:
+    import torch
+    torch.set_num_threads(threads)
 if not (work / "demo-tiny").exists():
     build_demo_tiny(work / "demo-tiny")
 pipe = StableDiffusionPipeline.from_pretrained(str(work / "demo-tiny"), local_files_only=True)
@@ -53,7 +56,7 @@ print(json.dumps(out))
 """
 
 
-def _child(work: Path, steps: int, resolution: int, train: bool) -> dict[str, float]:
+def _child(work: Path, steps: int, resolution: int, train: bool, threads: int) -> dict[str, float]:
     run = subprocess.run(
         [
             sys.executable,
@@ -63,6 +66,7 @@ def _child(work: Path, steps: int, resolution: int, train: bool) -> dict[str, fl
             str(steps),
             str(resolution),
             "1" if train else "0",
+            str(threads),
         ],
         check=True,
         capture_output=True,
@@ -76,15 +80,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--resolution", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base = _child(work, 0, 64, train=False)
+        base = _child(work, 0, 64, train=False, threads=args.threads)
         print(f"baseline (load demo-tiny, no training): peak RSS {base['peak_rss_mib']:.0f} MiB")
         for res in args.resolution:
-            got = _child(work, args.steps, res, train=True)
+            got = _child(work, args.steps, res, train=True, threads=args.threads)
             print(
-                f"demo-tiny LoRA rank 4, batch 1, {res}x{res}, {args.steps} steps: "
+                f"demo-tiny LoRA rank 4, batch 1, {res}x{res}, {args.steps} steps, "
+                f"threads {args.threads or 'default'}: "
                 f"{got['s_per_step'] * 1000:.1f} ms/step wall, "
                 f"{got['cpu_s_per_step'] * 1000:.1f} ms/step CPU time, "
                 f"peak RSS {got['peak_rss_mib']:.0f} MiB "

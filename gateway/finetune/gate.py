@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from gateway.domain import LicenceDecision, LicenceReason
-from gateway.generation.onboard import with_model
+from gateway.generation.onboard import OnboardError, with_model
 from gateway.policy.bundle import PolicyBundle, PolicyError, parse_bundle
 from gateway.policy.evaluate import evaluate_model
 
@@ -47,6 +47,14 @@ class FinetuneRefused(Exception):
     @property
     def clause(self) -> str | None:
         return self.reasons[0].clause if self.reasons else None
+
+
+class FinetuneInvalid(ValueError):
+    """Not a licence matter: the request itself cannot be planned (``param`` names why)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -90,14 +98,16 @@ def plan_entry(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The models.yaml entry (pins still to fill) and any licence file the draft must add."""
     if rights not in RIGHTS:
-        raise ValueError(f"rights must be one of {', '.join(RIGHTS)}")
+        raise FinetuneInvalid(f"rights must be one of {', '.join(RIGHTS)}", "rights")
     base_entry = bundle.models.models[base]
     licence = adapter_licence(bundle, base, rights)
     extra: dict[str, str] = {}
     if licence not in bundle.licences:
         path = policy_dir / "licences" / f"{licence}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"licence file {path} is missing (needed for {rights} rights)")
+            raise FinetuneInvalid(
+                f"licence file {path} is missing ({rights} rights need it)", "rights"
+            )
         extra[f"licences/{licence}.yaml"] = path.read_text(encoding="utf-8")
     entry: dict[str, Any] = {
         "licence": licence,
@@ -140,11 +150,11 @@ def check_finetune(
 ) -> Plan:
     """Raise :class:`FinetuneRefused` unless the chain permits the adapter and its use."""
     if base not in bundle.models.models:
-        raise FinetuneRefused(f"base model {base!r} is not registered", [])
+        raise FinetuneInvalid(f"base model {base!r} is not registered", "base")
     if name in bundle.models.models:
-        raise FinetuneRefused(f"model id {name!r} is already registered; choose another", [])
+        raise FinetuneInvalid(f"model id {name!r} is already registered; choose another", "name")
     if bundle.models.models[base].source.kind == "lora":
-        raise FinetuneRefused(f"{base} is itself a LoRA adapter; fine-tune its base instead", [])
+        raise FinetuneInvalid(f"{base} is itself a LoRA adapter; fine-tune its base", "base")
     for mid in bundle.models.chain(base):
         licence = bundle.licences[bundle.models.models[mid].licence]
         if licence.derivatives is None:
@@ -167,8 +177,8 @@ def check_finetune(
     )
     try:
         planned = parse_bundle(files_with(bundle.files, name, entry, extra))
-    except PolicyError as exc:
-        raise FinetuneRefused(f"the adapter's entry would not validate: {exc}", []) from None
+    except (PolicyError, OnboardError) as exc:
+        raise FinetuneInvalid(f"the adapter's entry would not validate: {exc}", "name") from None
     verdict = evaluate_model(planned, name, intended_use, facts)
     if not verdict.allowed:
         first = verdict.reasons[0]

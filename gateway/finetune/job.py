@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.audit.events import AuditLog
 from gateway.db.engine import unit_of_work
 from gateway.domain import INTENDED_USES
-from gateway.finetune.gate import FinetuneRefused, check_finetune, files_with
+from gateway.finetune.gate import FinetuneInvalid, FinetuneRefused, check_finetune, files_with
 from gateway.finetune.manifest import TrainingSet, scan
 from gateway.finetune.train import (
     ADAPTER_FILE,
@@ -140,6 +140,8 @@ def run_finetune(
             facts=spec.facts,
             source_path=rel_source,
         )
+    except FinetuneInvalid as exc:
+        raise FinetuneError(str(exc), exc.param) from None
     except FinetuneRefused as refused:
         _record(
             deps,
