@@ -181,15 +181,18 @@ def run_finetune(
         },
     )
     say("running")
+    base_sha, pipeline = base.weights_sha256, base.pipeline
+    del base  # only the pipeline is trained; the check below loads a fresh base
     result = train_lora(
-        base.pipeline,
+        pipeline,
         [(i.path, i.caption) for i in training.images],
         config,
         folder,
-        resume_key=config.key(training.sha256, base.weights_sha256),
+        resume_key=config.key(training.sha256, base_sha),
         progress=progress,
         should_stop=should_stop,
     )
+    del pipeline  # the trained copy (with the LoRA layers inside) is no longer needed
     say("checking")
     entry = {**plan.entry, "pins": hash_weight_files(result.adapter)}
     _check_loads(spec, entry, base_entry, deps.model_dir, training)

@@ -15,7 +15,6 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +117,13 @@ class FineTuningService:
             "result_files": [],
             "trained_tokens": None,
             "seed": config.seed,
-            "hyperparameters": asdict(config),
+            "hyperparameters": {
+                "n_steps": config.steps,
+                "rank": config.rank,
+                "resolution": config.resolution if resolution_given else None,  # None: base's
+                "learning_rate": config.learning_rate,
+                "batch_size": config.batch_size,
+            },
             "error": None,
             "progress": {"step": 0, "total_steps": config.steps, "loss": None},
             "governance": {

@@ -208,7 +208,8 @@ def train_lora(
             else noise
         )
         cond = torch.cat([embeds[i] for i in batch])
-        with torch.autocast(device.type, dtype=weight_dtype, enabled=device.type == "cuda"):
+        mixed = device.type == "cuda" and weight_dtype != torch.float32
+        with torch.autocast(device.type, dtype=weight_dtype, enabled=mixed):
             pred = unet(
                 noisy.to(device, weight_dtype), timesteps.to(device), cond.to(device, weight_dtype)
             ).sample
