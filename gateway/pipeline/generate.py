@@ -211,6 +211,7 @@ class GenerationPipeline:
             "id": req.model,
             "licence": entry.licence,
             "weights_sha256": status.weights_sha256,
+            "lineage": enf.models.lineage(req.model),  # adapter -> base, each pinned
         }
         if not status.available:
             raise Denied(
