@@ -11,8 +11,10 @@ from gateway.api import (
     admin,
     audit,
     audit_trail,
+    fine_tuning,
     health,
     images,
+    metrics,
     models,
     moderations,
     policies,
@@ -32,9 +34,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime if runtime is not None else build_runtime(settings)
+        stop_metrics = metrics.serve_metrics(settings, app.state.runtime.metrics)
         try:
             yield
         finally:
+            if stop_metrics is not None:
+                stop_metrics()
             if owned:
                 app.state.runtime.close()
 
@@ -54,6 +59,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         images.router,
         moderations.router,
         provenance.router,
+        fine_tuning.router,
         models.router,
         audit.router,
         audit_trail.router,
@@ -63,4 +69,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(console_router(settings))
+    app.include_router(metrics.metrics_router(settings))  # or its own port (metrics_port)
     return app

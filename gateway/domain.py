@@ -36,6 +36,7 @@ class Role(str, Enum):
     LEGAL_APPROVER = "legal_approver"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    MODEL_MANAGER = "model_manager"  # fine-tunes models (the result still needs legal approval)
 
 
 class Severity(str, Enum):

@@ -20,6 +20,7 @@ from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
 from gateway.generation.models import ModelManager
 from gateway.generation.worker import GenerationWorker
+from gateway.observability.metrics import GatewayMetrics, PolicyInForce
 from gateway.pipeline.quarantine import QuarantineStore, quarantine_from_settings
 from gateway.policy.active import (
     ActivePolicy,
@@ -78,6 +79,7 @@ class Runtime:
     recovered: list[str]
     provenance: ProvenanceService  # C2PA signing credentials and the watermark key
     quarantine: QuarantineStore  # quarantined images, readable by every replica
+    metrics: GatewayMetrics  # this runtime's Prometheus registry (GET /metrics)
     reconciler: Reconciler | None = None  # closes decisions a database fault left open
 
     # the version in force right now; a request should take ``policy.current()`` once
@@ -185,8 +187,13 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     refresher.start()
     worker = GenerationWorker(settings.queue_size)
     worker.start()
+    metrics = GatewayMetrics()
     writer = DecisionWriter(
-        engine, audit, retry_s=settings.audit_retry_s, backoff_s=settings.audit_retry_backoff_s
+        engine,
+        audit,
+        retry_s=settings.audit_retry_s,
+        backoff_s=settings.audit_retry_backoff_s,
+        observer=metrics,
     )
     parts: dict[str, Any] = {
         "settings": settings,
@@ -202,9 +209,19 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "recovered": recovered,
         "provenance": provenance,
         "quarantine": quarantine_from_settings(settings, sessions),
+        "metrics": metrics,
     }
     parts.update(overrides)
     runtime = Runtime(**parts)
+
+    def in_force() -> PolicyInForce:
+        enf = runtime.policy.current()
+        return PolicyInForce(enf.version_id, enf.bundle.version)
+
+    # read at scrape time; a batcher replacing the worker is rewired here (``waiting``)
+    runtime.metrics.watch(
+        models=lambda: runtime.models.entries, waiting=runtime.worker, policy=in_force
+    )
     runtime.reconciler = Reconciler(
         sessions, audit, runtime.decisions, settings.instance_id, settings.reconcile_interval_s
     )

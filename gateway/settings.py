@@ -77,6 +77,18 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    metrics_enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics (no API key needed); false: nowhere"
+    )
+    metrics_path: str = Field(
+        default="/metrics", pattern=r"^/[A-Za-z0-9_./-]*$", description="Path of the metrics"
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve the metrics on this port of `host` only, not on the API's port",
+    )
     queue_size: int = Field(default=8, ge=1, description="Generation jobs waiting at most")
     stage_timeout_s: float = Field(default=30.0, gt=0)
     generation_timeout_s: float = Field(default=300.0, gt=0)

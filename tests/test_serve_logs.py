@@ -88,15 +88,23 @@ def test_json_log_of_a_whole_run_parses_and_holds_no_secret(
             {"model": "demo-tiny", "prompt": PROMPT, "size": "65x65", "steps": 2},
             {"model": "no-such-model", "prompt": PROMPT},
         ]
-        statuses = []
+        statuses, answers = [], []
         for body in bodies:
             r = httpx.post(
                 f"{server.url}/v1/images/generations", json=body, headers=headers, timeout=120
             )
             statuses.append(r.status_code)
+            answers.append(r)
             if "x-request-id" in r.headers:
                 request_ids.append(r.headers["x-request-id"])
         assert statuses[0] == 200 and statuses[1] != 200 and statuses[2] == 422
+        allowed = answers[0]
+        allowed_ids = (allowed.headers["x-request-id"], allowed.json()["governance"]["decision_id"])
+        blocked_decision = answers[1].json()["error"]["decision_id"]
+        scraped = httpx.get(f"{server.url}/metrics")
+        assert scraped.status_code == 200
+        assert 'gateway_decisions_total{outcome="allowed"} 1.0' in scraped.text
+        assert PROMPT not in scraped.text and requester not in scraped.text
         forged = httpx.post(
             f"{server.url}/v1/images/generations",
             json=bodies[0],
@@ -137,4 +145,10 @@ def test_json_log_of_a_whole_run_parses_and_holds_no_secret(
     assert any(r["status"] == 401 for r in access)
     for request_id in request_ids:  # once the app answers with X-Request-ID
         assert any(r.get("request_id") == request_id for r in access), request_id
+    # each decision's line names it and the request it served (the access line cannot know it)
+    closed = {r.get("decision_id"): r for r in records if r["logger"] == "gateway.decisions"}
+    request_id, decision_id = allowed_ids
+    assert closed[decision_id]["outcome"] == "allowed"
+    assert closed[decision_id]["request_id"] == request_id
+    assert closed[blocked_decision]["outcome"] == "prompt_blocked"
     assert messages[-1] == "stopped"

@@ -26,7 +26,9 @@ from gateway.errors import GatewayError
 router = APIRouter(tags=["admin"], responses=errors(*AUTHENTICATED))
 
 Fact = str | int | float | bool | None
-RoleName = Literal["requester", "legal_editor", "legal_approver", "auditor", "admin"]
+RoleName = Literal[
+    "requester", "legal_editor", "legal_approver", "auditor", "admin", "model_manager"
+]
 
 
 class TenantBody(BaseModel):

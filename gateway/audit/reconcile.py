@@ -17,7 +17,6 @@ a process that died are closed as ``aborted`` at its next start
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from sqlalchemy import select
@@ -30,6 +29,7 @@ from gateway.audit.writer import DecisionWriter
 from gateway.db.engine import unit_of_work
 from gateway.db.faults import describe
 from gateway.db.models import Decision
+from gateway.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +73,14 @@ class Reconciler:
         self._audit = audit
         self._writer = writer
         self._instance_id = instance_id
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._task = PeriodicTask("reconciler", interval_s, self.run_once, _tick_failed)
         self.closed = 0  # decisions closed as failed so far
 
     def start(self) -> None:
-        if self._interval > 0:
-            self._thread.start()
+        self._task.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once()
-            except Exception as exc:  # the database is still down: try at the next tick
-                log.warning("reconciler: could not read open decisions: %s", describe(exc))
+        self._task.stop()
 
     def run_once(self) -> list[str]:
         """One pass; returns the decisions it closed as ``failed``."""
@@ -111,9 +99,10 @@ class Reconciler:
         settled = {d for d in stuck_before if d not in open_ids}
         for decision_id in sorted(open_ids - in_flight):
             stuck = stuck_now.get(decision_id, UNKNOWN)
+            close = failed_close(stuck)
             try:
                 with unit_of_work(self._sessions) as session:
-                    close_decision(session, self._audit, decision_id, **failed_close(stuck))
+                    close_decision(session, self._audit, decision_id, **close)
             except DecisionAlreadyClosed:
                 pass  # closed by its own request after all
             except Exception as exc:
@@ -121,9 +110,15 @@ class Reconciler:
                 continue
             else:
                 closed.append(decision_id)
+                self._writer.observe_closed(close["outcome"], close["record"])
             settled.add(decision_id)
         self._writer.forget(settled)
         if closed:
             self.closed += len(closed)
             log.warning("closed %d decision(s) left open by a fault as failed", len(closed))
         return closed
+
+
+def _tick_failed(exc: Exception) -> None:
+    # the database is still down: the next tick tries again
+    log.warning("reconciler: could not read open decisions: %s", describe(exc))

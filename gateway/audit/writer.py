@@ -35,8 +35,9 @@ import json
 import math
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import NoResultFound
@@ -54,6 +55,16 @@ from gateway.audit.events import AuditLog, EventSpec, insert_many
 from gateway.audit.stuck import AuditUnavailable, Stuck, stuck_after
 from gateway.db.faults import describe, is_transient
 from gateway.db.models import Decision, PersonalData
+
+
+class WriteObserver(Protocol):
+    """Told of each committed close and transaction (metrics: :mod:`gateway.observability`)."""
+
+    def decision_closed(
+        self, outcome: str, record: Mapping[str, Any], write_s: float | None = None
+    ) -> None: ...
+
+    def batch_written(self, seconds: float) -> None: ...
 
 
 class _Job:
@@ -152,8 +163,10 @@ class DecisionWriter:
         retry_s: float = 5.0,
         backoff_s: float = 0.1,
         max_backoff_s: float = 1.0,
+        observer: WriteObserver | None = None,
     ) -> None:
         self.engine = engine
+        self.observer = observer
         self.log = log
         self.max_batch = max_batch
         self.retry_s = retry_s
@@ -222,6 +235,7 @@ class DecisionWriter:
         Raises :class:`AuditUnavailable` when the database stays down for the retry window;
         the decision stays open and is handed, with the close that failed, to the reconciler.
         """
+        started = time.perf_counter()
         job = _Close(decision_id, outcome, http_status, error_code, record)
         try:
             self._submit(job)
@@ -235,6 +249,14 @@ class DecisionWriter:
             raise
         with self._mutex:
             self._in_flight.discard(decision_id)
+        self.observe_closed(outcome, record, time.perf_counter() - started)
+
+    def observe_closed(
+        self, outcome: str, record: Mapping[str, Any], write_s: float | None = None
+    ) -> None:
+        """Tell the observer a decision closed (here, or by the reconciler: ``write_s`` None)."""
+        if self.observer is not None:
+            self.observer.decision_closed(outcome, record, write_s)
 
     # -- group commit -------------------------------------------------------------------
     def _submit(self, job: _Job) -> None:
@@ -303,6 +325,7 @@ class DecisionWriter:
         closes: list[dict[str, Any]] = []
         personal: list[dict[str, str]] = []
         events: list[EventSpec] = []
+        started = time.perf_counter()
         with self.engine.begin() as conn:
             batch = self._skip_committed(conn, batch)
             close_ids = sorted({j.decision_id for j in batch if isinstance(j, _Close)})
@@ -359,6 +382,8 @@ class DecisionWriter:
                     raise RuntimeError(f"closed {updated} of {len(closes)} decisions")
             insert_many(conn, PersonalData, personal)
             self.log.append_many(conn, events)
+        if self.observer is not None:  # committed
+            self.observer.batch_written(time.perf_counter() - started)
         self.batches += 1
         self.writes += len(events)
         return errors

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.generation.adapters import AdapterRef, AdapterUnavailable, activate_adapter
 from gateway.generation.pins import PinMismatch, manifest_pins, verify_pins
 from gateway.policy.schema import ModelEntry
 
@@ -32,6 +33,8 @@ class LoadedModel:
     pipeline: Any
     weights_sha256: str
     source: Path
+    adapter: AdapterRef | None = None  # a LoRA adapter served over the base's pipeline
+    base: LoadedModel | None = None  # the adapter's base, as loaded
 
 
 def source_path(entry: ModelEntry, model_dir: Path) -> Path:
@@ -56,8 +59,7 @@ def load_model(model_id: str, entry: ModelEntry, model_dir: Path) -> LoadedModel
 
     if entry.source.kind == "lora":
         raise ModelNotInstalled(
-            f"{model_id} is a LoRA adapter: it is registered for licence evaluation, but "
-            "serving adapters is not supported yet"
+            f"{model_id} is a LoRA adapter: it is served over its loaded base (load_adapter)"
         )
     digest = check_weights(model_id, entry, model_dir)
     path = source_path(entry, model_dir)
@@ -78,6 +80,25 @@ def load_model(model_id: str, entry: ModelEntry, model_dir: Path) -> LoadedModel
     _apply_options(pipeline, entry)
     pipeline.set_progress_bar_config(disable=True)
     return LoadedModel(model_id, entry, pipeline, digest, path)
+
+
+def load_adapter(
+    model_id: str, entry: ModelEntry, model_dir: Path, base: LoadedModel
+) -> LoadedModel:
+    """A LoRA adapter over ``base``'s pipeline (not reloaded): pins checked, then a trial
+    activation so that a file that does not fit the base is refused now, not mid-request."""
+    digest = check_weights(model_id, entry, model_dir)
+    path = source_path(entry, model_dir)
+    if not path.is_file():
+        raise ModelUnavailable(f"{model_id}: a LoRA adapter must be one .safetensors file")
+    ref = AdapterRef(model_id, path, digest)
+    try:
+        activate_adapter(base.pipeline, ref)
+    except AdapterUnavailable as exc:
+        raise ModelUnavailable(str(exc)) from exc
+    finally:
+        activate_adapter(base.pipeline, None)
+    return LoadedModel(model_id, entry, base.pipeline, digest, path, adapter=ref, base=base)
 
 
 def _load_single_file(entry: ModelEntry, path: Path, model_dir: Path, dtype: Any) -> Any:

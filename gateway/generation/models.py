@@ -12,6 +12,7 @@ from gateway.generation.loader import (
     LoadedModel,
     ModelNotInstalled,
     ModelUnavailable,
+    load_adapter,
     load_model,
     source_path,
 )
@@ -43,7 +44,11 @@ class ModelManager:
         return self._registry.models
 
     def prepare(self) -> None:
+        adapters = []
         for model_id, entry in self._registry.models.items():
+            if entry.source.kind == "lora":
+                adapters.append((model_id, entry))
+                continue
             if entry.source.kind == "demo_tiny":
                 path = source_path(entry, self._model_dir)
                 if not path.exists() or not is_current(path):
@@ -67,6 +72,23 @@ class ModelManager:
                 # list` says why; a pin mismatch or a failed load is worth a warning
                 level = logging.DEBUG if isinstance(exc, ModelNotInstalled) else logging.WARNING
                 log.log(level, "model %s unavailable: %s", model_id, exc)
+        for model_id, entry in adapters:  # over their loaded bases, never reloading them
+            self._prepare_adapter(model_id, entry)
+
+    def _prepare_adapter(self, model_id: str, entry: ModelEntry) -> None:
+        base = self._loaded.get(entry.base or "")
+        if base is None:
+            self._unavailable[model_id] = (
+                f"{model_id} is a LoRA adapter and its base {entry.base} is not loaded"
+            )
+            return
+        try:
+            self._loaded[model_id] = load_adapter(model_id, entry, self._model_dir, base)
+            log.info("adapter %s ready over %s", model_id, entry.base)
+        except ModelUnavailable as exc:
+            self._unavailable[model_id] = str(exc)
+            level = logging.DEBUG if isinstance(exc, ModelNotInstalled) else logging.WARNING
+            log.log(level, "adapter %s unavailable: %s", model_id, exc)
 
     def status(self, model_id: str) -> ModelStatus:
         entry = self._registry.models[model_id]
@@ -75,6 +97,22 @@ class ModelManager:
             return ModelStatus(model_id, entry, True, None, loaded.weights_sha256)
         reason = self._unavailable.get(model_id, f"{model_id} has not been loaded")
         return ModelStatus(model_id, entry, False, reason, None)
+
+    def lineage(self, model_id: str) -> list[dict[str, str | None]]:
+        """The model, then its base, ...: each with its kind, licence and weights sha256."""
+        out: list[dict[str, str | None]] = []
+        for mid in self._registry.chain(model_id):
+            entry = self._registry.models[mid]
+            loaded = self._loaded.get(mid)
+            out.append(
+                {
+                    "id": mid,
+                    "kind": entry.source.kind,
+                    "licence": entry.licence,
+                    "weights_sha256": loaded.weights_sha256 if loaded else None,
+                }
+            )
+        return out
 
     def unavailable(self) -> list[str]:
         return [m for m in self._registry.models if m not in self._loaded]

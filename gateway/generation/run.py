@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from gateway.generation.adapters import activate_adapter
 from gateway.generation.loader import LoadedModel
 
 
@@ -23,6 +24,7 @@ class GenerationParams:
 def run_pipeline(model: LoadedModel, params: GenerationParams) -> list[Image.Image]:
     import torch
 
+    activate_adapter(model.pipeline, model.adapter)  # the base alone when adapter is None
     generator = torch.Generator(device="cpu").manual_seed(params.seed)
     with torch.inference_mode():
         result = model.pipeline(

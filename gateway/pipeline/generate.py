@@ -16,6 +16,7 @@ unexpected error in a stage closes the decision as ``failed`` before it is answe
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -39,6 +40,8 @@ from gateway.provenance import Provenance, encode_png, sha256_hex
 from gateway.provenance.stamp import StampedImage
 from gateway.provenance.watermark import new_payload
 from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.decisions")
 
 
 class Denied(Exception):
@@ -184,7 +187,9 @@ class GenerationPipeline:
         timeout = rt.settings.stage_timeout_s
 
         # 1. licence × intended use × tenant facts
+        t0 = time.perf_counter()
         verdict = evaluate_model(bundle, req.model, use, principal.tenant_facts)
+        timings["licence"] = _ms(t0)
         record["licence"] = _licence_json(verdict)
         record["rights"] = verdict.rights
         if not verdict.allowed:
@@ -206,6 +211,7 @@ class GenerationPipeline:
             "id": req.model,
             "licence": entry.licence,
             "weights_sha256": status.weights_sha256,
+            "lineage": enf.models.lineage(req.model),  # adapter -> base, each pinned
         }
         if not status.available:
             raise Denied(
@@ -263,7 +269,9 @@ class GenerationPipeline:
         )
         t0 = time.perf_counter()
         try:
-            future = rt.worker.submit(lambda: run_pipeline(loaded, params))
+            future = rt.worker.submit(
+                lambda: run_pipeline(loaded, params), model=req.model, images=req.n
+            )
         except QueueFull:
             raise Denied(
                 "queue_full",
@@ -395,6 +403,8 @@ class GenerationPipeline:
             )
         except AuditUnavailable as exc:  # left open; the reconciler closes it as failed
             raise self._audit_unavailable(exc, decision_id) from exc
+        # one line per decision, carrying its id and the request's (never the prompt)
+        log.info("decision closed: %s", outcome, extra={"fields": {"outcome": outcome}})
 
     def _audit_unavailable(self, exc: AuditUnavailable, decision_id: str | None) -> GatewayError:
         return GatewayError(

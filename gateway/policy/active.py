@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db.engine import unit_of_work
 from gateway.generation.models import ModelManager
+from gateway.periodic import PeriodicTask
 from gateway.policy.bundle import PolicyBundle, parse_bundle
 from gateway.policy.policy_tests import CaseResult, run_policy_tests
 from gateway.policy.store import active_ref, decode_files, get_row, retire_superseded
@@ -93,23 +94,17 @@ class PolicyRefresher:
     """Background thread calling ``ActivePolicy.refresh`` every ``interval_s`` seconds."""
 
     def __init__(self, policy: ActivePolicy, interval_s: float) -> None:
-        self._policy = policy
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="policy-refresh", daemon=True)
+        self._task = PeriodicTask(
+            "policy-refresh", interval_s, policy.refresh, _refresh_failed, stop_timeout_s=5
+        )
 
     def start(self) -> None:
-        if self._interval > 0:
-            self._thread.start()
+        self._task.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        self._task.stop()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._policy.refresh()
-            except Exception:  # keep enforcing the version in force; say why loudly
-                log.exception("could not switch to the newly active policy version")
+
+def _refresh_failed(exc: Exception) -> None:
+    # keep enforcing the version in force; say why loudly
+    log.error("could not switch to the newly active policy version", exc_info=exc)

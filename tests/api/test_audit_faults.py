@@ -31,6 +31,7 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import auth
 from tests.db_faults import DatabaseFault
+from tests.prom import scrape, value
 
 BODY = {"model": "demo-tiny", "prompt": "a lighthouse at dusk", "size": "64x64", "steps": 2}
 FAULTY = {  # short windows so that a few seconds of fault outlast them
@@ -138,6 +139,13 @@ def test_close_outlasting_the_retries_is_503_then_reconciled_as_failed(
     _, auditor = _keys(runtime)
     verify = client.get("/v1/audit/verify", headers=auth(auditor))
     assert verify.status_code == 200 and verify.json()["ok"], verify.text
+
+    # each decision counted once, when it closed: the reconciled one as failed
+    samples = scrape(client.get("/metrics").text)
+    assert value(samples, "gateway_decisions_total", outcome="failed") == 1
+    assert value(samples, "gateway_decisions_total", outcome="allowed") == 1
+    assert value(samples, "gateway_stage_duration_seconds_count", stage="generator") == 2
+    assert value(samples, "gateway_stage_duration_seconds_count", stage="audit_write") == 1
 
 
 def test_a_short_fault_is_ridden_out_by_the_retries(

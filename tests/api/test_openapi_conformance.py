@@ -37,6 +37,7 @@ SEMANTIC: dict[str, str] = {
     "POST /v1/moderations": r"input\.\d+\.image_url\.url",
     "POST /v1/provenance/verify": r"image",  # bytes that are not a PNG/JPEG/WebP/GIF image
     "POST /v1/admin/keys": r"allowed_uses",
+    "POST /v1/fine_tuning/jobs": r"training_file",  # a folder that is not on the server
 }
 """Per operation, the params a schema-valid request may still be refused (422) for."""
 SEMANTIC_CODES = {"policy_invalid"}  # replaying a draft whose content does not validate
