@@ -1,6 +1,6 @@
 """The training command, run as documented, rebuilds the shipped prompt head.
 
-Slow (a full nested cross-validation: about 10 minutes on 2 idle cores), and the only test that
+Slow (a full nested cross-validation: 13 minutes measured on 2 shared cores), and the only test that
 proves the committed artefact comes from the committed code and data. Scores are compared
 with a small tolerance rather than bytes, so that a patch release of scikit-learn or numpy
 that moves the last float bits does not fail it, while any real change of data, features,
