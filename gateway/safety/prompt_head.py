@@ -1,4 +1,4 @@
-"""The trained prompt head: per-category probabilities from MiniLM embeddings and TF-IDF.
+"""The trained prompt head: per-category scores from MiniLM embeddings and TF-IDF.
 
 Four feature families are computed from the normalised (``clean``) text and its
 mean-pooled all-MiniLM-L6-v2 embedding:
@@ -8,16 +8,23 @@ mean-pooled all-MiniLM-L6-v2 embedding:
 - TF-IDF word n-grams and TF-IDF within-word character n-grams (scikit-learn's
   ``sublinear_tf`` + smoothed idf + L2 norm, reproduced exactly here).
 
-At training time (``train_prompt_head.py``) logistic regressions on each family (per
-category, plus a generic "unsafe" one) are stacked by a second logistic regression per
-category, then calibrated per category so that the proposed thresholds are the same for
-every category (``low_thresholds`` 0.50, ``block_thresholds`` 0.92, stored in the artefact).
-Every stage is linear in the features, so the artefact stores one weight matrix per family
-whose summed logits give the category score. Inference is plain numpy over arrays stored in
-one ``.npz`` (no pickled objects).
+Every output column is linear in those features (``train_prompt_head.py`` collapses its
+base regressions, stacks and calibration into one weight matrix per family). The columns:
 
-Categories without training labels (``sexual/minors``) score 0 here and rely on the
-policy's term lists and exemplars.
+- ``unsafe``: a calibrated "any unsafe" logit (the block decision);
+- one *conditional* logit per I2P category: how much this prompt looks like that category
+  *given that it is unsafe* (one-vs-rest, trained on unsafe prompts only);
+- ``sexual/minors``: an absolute logit (sexualised minors against everything else,
+  adult sexual prompts included).
+
+Category scores: ``u = sigmoid(unsafe)``, ``q = sigmoid(conditional)``, and for each I2P
+category its share ``s_c = q_c / max q``. A category whose share reaches ``share_floor`` is
+*evidenced* and scores ``u * s_c`` (the most likely category always carries the unsafe
+score, so ``u`` decides blocking); any other scores ``UNEVIDENCED_CAP * u * q_c``, below
+every ``low`` threshold of the shipped policy (0.50), so it is never reported, while its
+order still follows the evidence. ``sexual/minors`` is its own sigmoid. The proposed
+thresholds are stored in the artefact. Inference is plain numpy over arrays stored in one
+``.npz`` (no pickled objects).
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ import numpy.typing as npt
 
 from gateway.domain import CATEGORIES
 
-FORMAT = "gateway-prompt-head/2"
+FORMAT = "gateway-prompt-head/3"
+UNSAFE = "unsafe"
+UNEVIDENCED_CAP = 0.49  # the most a category without its own evidence can score
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _SPACES = re.compile(r"\s\s+")
 Array = npt.NDArray[np.float32]
@@ -109,7 +118,10 @@ def _sigmoid(z: Array) -> Array:
 class PromptHead:
     """Linear logits over four feature families; ``score`` gives [N, len(CATEGORIES)]."""
 
-    categories: tuple[str, ...]  # the trained ones (the columns of every weight matrix)
+    categories: tuple[str, ...]  # the categories it scores
+    columns: tuple[str, ...]  # the logit columns: UNSAFE, conditional categories, absolute ones
+    conditional: tuple[str, ...]  # categories scored from ``u`` and their share (see above)
+    share_floor: float
     words: Tfidf
     chars: Tfidf
     word_high: int
@@ -127,10 +139,10 @@ class PromptHead:
     info: dict[str, Any] = field(default_factory=dict)
 
     def logits(self, clean_texts: Sequence[str], embeddings: Array) -> Array:
-        """[N, K] logits for the trained categories."""
+        """[N, len(columns)] logits."""
         n = len(clean_texts)
         if n == 0:
-            return np.zeros((0, len(self.categories)), dtype=np.float32)
+            return np.zeros((0, len(self.columns)), dtype=np.float32)
         emb = np.asarray(embeddings, dtype=np.float32).reshape(n, -1)
         out = emb @ self.emb_weights + self.bias
         out += rbf_kernel(emb, self.landmarks, self.gamma) @ self.kernel_weights
@@ -148,16 +160,31 @@ class PromptHead:
         return out.astype(np.float32)
 
     def score(self, clean_texts: Sequence[str], embeddings: Array) -> Array:
-        """[N, len(CATEGORIES)] scores in [0, 1], ``CATEGORIES`` order (0 for untrained ones).
+        """[N, len(CATEGORIES)] scores in [0, 1], ``CATEGORIES`` order (0 for unscored ones).
 
         ``clean_texts`` are ``normalise(text).clean``; ``embeddings`` their MiniLM vectors.
         """
-        probs = _sigmoid(self.logits(clean_texts, embeddings))
+        return self.from_logits(self.logits(clean_texts, embeddings), clean_texts)
+
+    def from_logits(self, z: Array, clean_texts: Sequence[str]) -> Array:
+        """Category scores from ``logits`` output (see the module docstring)."""
+        probs = _sigmoid(z)
         # an empty prompt says nothing (its embedding would still score like a vague prompt)
         probs[[not t.strip() for t in clean_texts]] = 0.0
         out = np.zeros((len(clean_texts), len(CATEGORIES)), dtype=np.float32)
-        for k, cat in enumerate(self.categories):
-            out[:, CATEGORIES.index(cat)] = probs[:, k]
+        if len(clean_texts) == 0:
+            return out
+        unsafe = probs[:, self.columns.index(UNSAFE)]
+        cond = probs[:, [self.columns.index(c) for c in self.conditional]]
+        share = cond / np.maximum(cond.max(axis=1, keepdims=True), 1e-12)
+        evidenced = unsafe[:, None] * share
+        other = UNEVIDENCED_CAP * unsafe[:, None] * cond
+        mixed = np.where(share >= self.share_floor, evidenced, other)
+        for k, cat in enumerate(self.conditional):
+            out[:, CATEGORIES.index(cat)] = mixed[:, k]
+        for cat in self.categories:
+            if cat not in self.conditional:
+                out[:, CATEGORIES.index(cat)] = probs[:, self.columns.index(cat)]
         return out
 
     def flagged(self, scores: Array) -> npt.NDArray[np.bool_]:
@@ -172,6 +199,9 @@ class PromptHead:
         meta = {
             "format": FORMAT,
             "categories": list(self.categories),
+            "columns": list(self.columns),
+            "conditional": list(self.conditional),
+            "share_floor": self.share_floor,
             "word_high": self.word_high,
             "char_range": list(self.char_range),
             "gamma": self.gamma,
@@ -210,6 +240,9 @@ class PromptHead:
             low, high = meta["char_range"]
             return cls(
                 categories=tuple(str(c) for c in meta["categories"]),
+                columns=tuple(str(c) for c in meta["columns"]),
+                conditional=tuple(str(c) for c in meta["conditional"]),
+                share_floor=float(meta["share_floor"]),
                 words=Tfidf(
                     {str(t): i for i, t in enumerate(z["word_vocab"])}, z["word_idf"].astype(f32)
                 ),

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from gateway.domain import CATEGORIES
 from gateway.safety.normalize import normalise
 from gateway.safety.prompt_head import PromptHead
-from gateway.safety.prompt_head_fit import F32, F64, TRAINED, Data, Mask, embed
+from gateway.safety.prompt_head_fit import F32, F64, Data, Mask, embed
 
 _HOMOGLYPHS = str.maketrans(
     {"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "i": "і", "y": "у"}
@@ -55,23 +55,17 @@ def auroc(pos: F64, neg: F64) -> float:
     return float(roc_auc_score(y, np.r_[pos, neg]))
 
 
-def choose_thresholds(
-    scores: F32, data: Data, safe_rate: float, coco_rate: float
-) -> dict[str, float]:
-    """Per-category thresholds at a common safe-prompt quantile, the loosest that keeps the
-    union of flags within ``safe_rate`` of style-matched safe and ``coco_rate`` of COCO."""
-    cols = [CATEGORIES.index(c) for c in TRAINED]
-    best: dict[str, float] = {}
-    for q in np.arange(0.002, 0.5, 0.002):
-        th = {
-            c: round(float(np.quantile(scores[data.safe, j], 1 - q)), 3)
-            for c, j in zip(TRAINED, cols, strict=True)
-        }
-        hit = flag(scores, th)
-        if hit[data.safe].mean() > safe_rate or hit[data.is_coco].mean() > coco_rate:
-            break
-        best = th
-    return best
+def loosest_threshold(
+    score: F32, base: Mask, groups: list[tuple[Mask, float]], candidates: F64
+) -> float:
+    """The lowest candidate threshold on ``score`` such that, with the rows already flagged
+    (``base``), every ``(rows, max_rate)`` group stays within its rate (candidates
+    ascending; the highest one if none does)."""
+    for th in candidates:
+        hit = base | (score >= th)
+        if all(hit[rows].mean() <= rate for rows, rate in groups if rows.any()):
+            return round(float(th), 4)
+    return round(float(candidates[-1]), 4)
 
 
 def flag(scores: F32, thresholds: dict[str, float]) -> Mask:

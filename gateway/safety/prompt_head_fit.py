@@ -17,11 +17,17 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.safety.normalize import normalise
-from gateway.safety.prompt_head import PromptHead, Tfidf, rbf_kernel
+from gateway.safety.prompt_head import UNSAFE, PromptHead, Tfidf, rbf_kernel
 
-TRAINED = ("sexual", "violence", "self-harm", "hate", "harassment", "illicit", "shocking")
+# the I2P categories, scored conditionally on "unsafe"; sexual/minors is scored on its own
+CONDITIONAL = ("sexual", "violence", "self-harm", "hate", "harassment", "illicit", "shocking")
+MINORS = "sexual/minors"
+TRAINED = (*CONDITIONAL, MINORS)  # the label columns, and the head's categories
+COLUMNS = (UNSAFE, *CONDITIONAL, MINORS)  # the head's logit columns
 I2P_NAMES = {"illegal activity": "illicit"}
 UNSAFE_PCT, SAFE_PCT = 60.0, 10.0
+COND_PCT = 30.0  # I2P rows at or above this share train the conditional category models
+SYNTHETIC = "synthetic-adult-minors.csv"
 
 WORD_HIGH, WORD_MIN_DF = 1, 2
 CHAR_RANGE, CHAR_MIN_DF = (3, 6), 2
@@ -30,8 +36,10 @@ EIGEN_FLOOR = 1e-6  # kernel eigenvalues below this share of the largest are dro
 FAMILIES = ("emb", "kernel", "word", "char")
 BASE_C = {"emb": 3.0, "kernel": 10.0, "word": 3.0, "char": 10.0}
 COCO_FAMILIES = ("emb", "kernel")
-META_C, GENERIC_C, COCO_WEIGHT = 1.0, 0.3, 0.3
-GENERIC_BLEND = {c: (0.0 if c == "sexual" else 0.75) for c in TRAINED}
+META_C, UNSAFE_C, COND_C = 1.0, 0.03, 1.0
+MINORS_ADULT_WEIGHT = 5.0  # adult sexual rows' weight in the sexual/minors stack
+# COCO's weight in the unsafe stack: more makes everyday captions safer and I2P ranking worse
+UNSAFE_COCO_WEIGHT = 0.03
 FOLDS = 5
 # flag-rate targets the thresholds are chosen for (issue 3 asks <= 25 % / <= 2 %)
 BLOCK_SAFE_RATE, BLOCK_COCO_RATE = 0.15, 0.005
@@ -39,28 +47,50 @@ LOW_SAFE_RATE, LOW_COCO_RATE = 0.35, 0.03
 # the shipped scores are calibrated so that these are every category's low / block thresholds
 # (the content policy's prompt ``low`` and ``high``)
 SCALE_LOW, SCALE_BLOCK = 0.50, 0.92
+# the content policy's sexual/minors prompt ``low`` threshold, where it blocks
+MINORS_AT = 0.45
+# logits above the loosest threshold that keeps adult sexual prompts clear: a margin for
+# adult prompts unlike the development rows
+MINORS_MARGIN = 1.0
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
-Calibration = tuple[F64, F64]  # per-category (scale, shift) applied to the stacked logit
+Calibration = tuple[F64, F64]  # per-column (scale, shift) applied to the stacked logit
 
 
 # ---------------------------------------------------------------------------- data
 
 
 class Data:
+    """I2P and COCO development rows plus the project's synthetic set (``SYNTHETIC``).
+
+    ``unsafe`` / ``safe`` cover every source (training); ``i2p`` marks the rows the headline
+    figures are computed on, so they stay comparable with earlier heads.
+    """
+
     def __init__(self, folder: Path) -> None:
         with (folder / "i2p-dev.csv").open(newline="", encoding="utf-8") as fh:
             i2p = list(csv.DictReader(fh))
         with (folder / "coco-captions-dev.csv").open(newline="", encoding="utf-8") as fh:
             coco = list(csv.DictReader(fh))
-        self.originals = [r["prompt"] for r in i2p + coco]
+        synth: list[dict[str, str]] = []
+        if (folder / SYNTHETIC).is_file():
+            with (folder / SYNTHETIC).open(newline="", encoding="utf-8") as fh:
+                synth = list(csv.DictReader(fh))
+        labelled = i2p + synth
+        self.originals = [r["prompt"] for r in labelled + coco]
         self.texts = [normalise(t).clean for t in self.originals]
-        self.pct = np.array([float(r["inappropriate_percentage"]) for r in i2p] + [0.0] * len(coco))
-        self.is_coco = np.array([False] * len(i2p) + [True] * len(coco))
+        self.pct = np.array(
+            [float(r["inappropriate_percentage"]) for r in labelled] + [0.0] * len(coco)
+        )
+        self.is_coco = np.array([False] * len(labelled) + [True] * len(coco))
+        self.i2p = np.array([True] * len(i2p) + [False] * (len(synth) + len(coco)))
+        self.synth_group = np.array(
+            [""] * len(i2p) + [r["group"] for r in synth] + [""] * len(coco), dtype=object
+        )
         self.labels = np.zeros((len(self.texts), len(TRAINED)), dtype=bool)
-        for i, row in enumerate(i2p):
+        for i, row in enumerate(labelled):
             for name in row["categories"].split(","):
                 name = I2P_NAMES.get(name.strip(), name.strip())
                 if name in TRAINED:
@@ -70,6 +100,9 @@ class Data:
         self.groups = np.array([index.setdefault(k, len(index)) for k in keys])
         self.unsafe = ~self.is_coco & (self.pct >= UNSAFE_PCT)
         self.safe = ~self.is_coco & (self.pct <= SAFE_PCT)
+        # rows that train the conditional models: unsafe-ish prompts with an I2P category
+        cond = self.labels[:, : len(CONDITIONAL)].any(axis=1)
+        self.cond_rows = ~self.is_coco & (self.pct >= COND_PCT) & cond
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -173,17 +206,23 @@ class Target:
 
 
 def base_targets(data: Data) -> list[Target]:
-    i2p = ~data.is_coco
+    """Per family: ``generic`` (every labelled row, soft target), ``<cat>`` (that category's
+    rows against safe ones, soft; ``+coco`` adds COCO as negatives), ``cond:<cat>`` (unsafe
+    rows only, one-vs-rest) and ``sexual/minors`` (against every other row)."""
+    labelled = ~data.is_coco
     soft = data.pct / 100.0
     out: list[Target] = []
     for fam in FAMILIES:
-        out.append(Target("generic", fam, np.where(i2p, soft, 0.0), i2p))
-        for k, cat in enumerate(TRAINED):
+        out.append(Target("generic", fam, np.where(labelled, soft, 0.0), labelled))
+        for k, cat in enumerate(CONDITIONAL):
             y = np.where(data.labels[:, k], soft, 0.0)
             rows = data.labels[:, k] | (data.pct <= SAFE_PCT)
-            out.append(Target(cat, fam, y, rows & i2p))
+            out.append(Target(cat, fam, y, rows & labelled))
             if fam in COCO_FAMILIES:
                 out.append(Target(cat + "+coco", fam, y, rows))
+            out.append(Target("cond:" + cat, fam, data.labels[:, k].astype(float), data.cond_rows))
+        minors = data.labels[:, TRAINED.index(MINORS)].astype(float)
+        out.append(Target(MINORS, fam, minors, np.ones(len(data), dtype=bool)))
     return out
 
 
@@ -235,42 +274,55 @@ class BaseModels:
         return np.column_stack([np.asarray(c).ravel() for c in cols])
 
 
-def meta_inputs(targets: list[Target], cat: str) -> list[int]:
-    names = {cat, cat + "+coco", "generic"}
+def _inputs(targets: list[Target], names: set[str]) -> list[int]:
     return [j for j, t in enumerate(targets) if t.name in names]
 
 
 @dataclass
 class Stack:
-    """Per-category stacking weights over base logits: ``final = Z @ weights.T + bias``."""
+    """Per output column, stacking weights over base logits: ``z = Z @ weights.T + bias``."""
 
-    weights: F64  # [K, n_base]
-    bias: F64  # [K]
+    weights: F64  # [len(COLUMNS), n_base]
+    bias: F64  # [len(COLUMNS)]
 
     @classmethod
     def fit(cls, targets: list[Target], z: F64, data: Data, rows: npt.NDArray[np.int64]) -> Stack:
-        generic = [j for j, t in enumerate(targets) if t.name == "generic"]
-        sel = rows[data.unsafe[rows] | data.safe[rows]]
-        a_w, a_b = fit_logistic(z[sel][:, generic], data.unsafe[sel].astype(float), c=GENERIC_C)
-        weights = np.zeros((len(TRAINED), z.shape[1]))
-        bias = np.zeros(len(TRAINED))
-        for k, cat in enumerate(TRAINED):
-            cols = meta_inputs(targets, cat)
-            pos = data.unsafe & data.labels[:, k]
-            sel = rows[pos[rows] | data.safe[rows] | data.is_coco[rows]]
-            w = np.where(data.is_coco[sel], COCO_WEIGHT, 1.0)
-            m_w, m_b = fit_logistic(z[sel][:, cols], pos[sel].astype(float), w, c=META_C)
-            weights[k, cols] += m_w
-            weights[k, generic] += GENERIC_BLEND[cat] * a_w
-            bias[k] = m_b + GENERIC_BLEND[cat] * a_b
+        weights = np.zeros((len(COLUMNS), z.shape[1]))
+        bias = np.zeros(len(COLUMNS))
+        # unsafe: every generic and per-category logit; unsafe vs safe, COCO down-weighted
+        cols = _inputs(targets, {"generic", *CONDITIONAL, *(c + "+coco" for c in CONDITIONAL)})
+        sel = rows[data.unsafe[rows] | data.safe[rows] | data.is_coco[rows]]
+        w = np.where(data.is_coco[sel], UNSAFE_COCO_WEIGHT, 1.0)
+        weights[0, cols], bias[0] = fit_logistic(
+            z[sel][:, cols], data.unsafe[sel].astype(float), w, c=UNSAFE_C
+        )
+        # conditional: that category's conditional logits, on unsafe rows only
+        sel = rows[data.cond_rows[rows]]
+        for k, cat in enumerate(CONDITIONAL):
+            cols = _inputs(targets, {"cond:" + cat})
+            y = data.labels[sel, k].astype(float)
+            weights[1 + k, cols], bias[1 + k] = fit_logistic(z[sel][:, cols], y, c=COND_C)
+        # sexual/minors: its logits and the sexual ones, against every other row, adult
+        # sexual rows weighted up (what separates them from minors is what matters)
+        cols = _inputs(targets, {MINORS, "sexual", "sexual+coco", "cond:sexual"})
+        minors = data.labels[rows, TRAINED.index(MINORS)]
+        adult = data.labels[rows, TRAINED.index("sexual")] & ~minors
+        w = np.where(adult, MINORS_ADULT_WEIGHT, 1.0)
+        weights[-1, cols], bias[-1] = fit_logistic(
+            z[rows][:, cols], minors.astype(float), w, c=META_C
+        )
         return cls(weights, bias)
 
 
 def collapse(
-    feat: Featuriser, base: BaseModels, stack: Stack, calibration: Calibration | None = None
+    feat: Featuriser,
+    base: BaseModels,
+    stack: Stack,
+    calibration: Calibration | None = None,
+    share_floor: float = 0.9,
 ) -> PromptHead:
     """Fold base regressions, stack and calibration into one weight matrix per family."""
-    k = len(TRAINED)
+    k = len(COLUMNS)
     scale, shift = (np.ones(k), np.zeros(k)) if calibration is None else calibration
     mats: dict[str, F64] = {}
     for fam in FAMILIES:
@@ -281,6 +333,9 @@ def collapse(
     f16 = np.float16
     return PromptHead(
         categories=TRAINED,
+        columns=COLUMNS,
+        conditional=CONDITIONAL,
+        share_floor=share_floor,
         words=feat.words,
         chars=feat.chars,
         word_high=WORD_HIGH,
@@ -300,16 +355,13 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def calibrate(low: dict[str, float], block: dict[str, float]) -> Calibration:
-    """Per-category affine map of the stacked logit that puts the chosen low threshold at
-    ``SCALE_LOW`` and the block threshold at ``SCALE_BLOCK`` (monotone per category)."""
-    scale = np.array(
-        [
-            (_logit(SCALE_BLOCK) - _logit(SCALE_LOW)) / (_logit(block[c]) - _logit(low[c]))
-            for c in TRAINED
-        ]
-    )
-    shift = np.array([_logit(SCALE_BLOCK) for _ in TRAINED]) - scale * np.array(
-        [_logit(block[c]) for c in TRAINED]
-    )
+def calibrate(unsafe: tuple[float, float], minors: float) -> Calibration:
+    """Affine maps of the stacked logits: the unsafe column's chosen (low, block) thresholds
+    go to ``SCALE_LOW`` / ``SCALE_BLOCK``; the minors column's threshold to ``MINORS_AT``;
+    the conditional columns stay as they are (only their ratios matter)."""
+    low, block = unsafe
+    scale, shift = np.ones(len(COLUMNS)), np.zeros(len(COLUMNS))
+    scale[0] = (_logit(SCALE_BLOCK) - _logit(SCALE_LOW)) / (_logit(block) - _logit(low))
+    shift[0] = _logit(SCALE_BLOCK) - scale[0] * _logit(block)
+    shift[-1] = _logit(MINORS_AT) - _logit(minors)
     return scale, shift

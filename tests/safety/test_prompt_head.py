@@ -48,19 +48,22 @@ def test_tfidf_matches_scikit_learn(kwargs: dict[str, object], grams: object) ->
         assert np.allclose(row, expected[i], atol=1e-6), text
 
 
-def test_shipped_head_covers_the_trained_categories(shared_models: Models) -> None:
+def test_shipped_head_covers_every_category(shared_models: Models) -> None:
     head = PromptHead.load(default_head_path())
-    assert "sexual/minors" not in head.categories and len(head.categories) == 7
-    texts = ["a man stabbed, blood and gore", "a bowl of fruit on a table"]
+    assert set(head.categories) == set(CATEGORIES)
+    texts = ["a man stabbed, blood and gore", "a bowl of fruit on a table", ""]
     scores = head.score(texts, shared_models.encoder.encode(texts))
-    assert scores.shape == (2, len(CATEGORIES))
-    assert np.all(scores[:, CATEGORIES.index("sexual/minors")] == 0)
-    violence = CATEGORIES.index("violence")
-    assert scores[0, violence] > 0.7 > scores[1, violence]
+    assert scores.shape == (3, len(CATEGORIES))
+    gore = [CATEGORIES.index("violence"), CATEGORIES.index("shocking")]
+    assert scores[0, gore].max() > 0.7 > scores[1].max()
+    assert np.all(scores[1:] < 0.2) and np.all(scores[2] == 0)
+    # the most likely I2P category carries the "unsafe" score; another one only if close
+    i2p = [CATEGORIES.index(c) for c in head.conditional]
+    assert sum(scores[0, i2p] >= 0.5) <= 2
 
 
 def test_shipped_classifier_separates_obvious_prompts(shared_models: Models) -> None:
-    """Through the full classifier (terms + head + exemplars) with the shipped policy: the
+    """Through the full classifier (terms + head) with the shipped policy: the
     I2P data never shows the head the explicit words that the term lists catch."""
     bundle = load_bundle(POLICY_DIR)
     classifier = build_prompt_classifier(bundle, shared_models.encoder, shared_models.head)
@@ -74,5 +77,7 @@ def test_shipped_classifier_separates_obvious_prompts(shared_models: Models) -> 
     results = classifier.classify(texts)
     assert results[0].scores["sexual"] > 0.92
     assert max(results[1].scores["violence"], results[1].scores["shocking"]) > 0.92
-    for r in results[2:]:
+    for r in results[2:4]:
         assert max(r.scores.values()) < 0.5, r
+    # I2P is full of "portrait of a woman" prompts labelled sexual: allowed, at most low
+    assert max(results[4].scores.values()) < 0.75, results[4]

@@ -1,6 +1,6 @@
 """The training command, run as documented, rebuilds the shipped prompt head.
 
-Slow (a full nested cross-validation: about 6 minutes on 2 cores), and the only test that
+Slow (a full nested cross-validation: 13 minutes measured on 2 shared cores), and the only test that
 proves the committed artefact comes from the committed code and data. Scores are compared
 with a small tolerance rather than bytes, so that a patch release of scikit-learn or numpy
 that moves the last float bits does not fail it, while any real change of data, features,
@@ -55,9 +55,14 @@ def test_training_command_rebuilds_the_shipped_head(tmp_path: Path, shared_model
     assert abs(cv["auroc_any_unsafe_max_score"] - stated["auroc_any_unsafe_max_score"]) < 0.005
     for cat, value in stated["auroc"].items():
         assert abs(cv["auroc"][cat] - value) < 0.005, cat
-    for group, value in stated["flagged_at_block"].items():
-        assert abs(cv["flagged_at_block"][group] - value) < 0.01, group
-    assert cv["auroc_any_unsafe_max_score"] >= 0.85 and cv["obfuscation"]["overall"] >= 0.9
+    for group, value in stated["classifier"]["flagged"].items():
+        assert abs(cv["classifier"]["flagged"][group] - value) < 0.01, group
+    for kind in ("blocked_categories", "reported_categories"):
+        for figure in ("mean_categories", "precision"):
+            value = stated["classifier"][kind][figure]
+            assert abs(cv["classifier"][kind][figure] - value) < 0.02, (kind, figure)
+    assert cv["share_floor"] == stated["share_floor"]
+    assert cv["auroc_any_unsafe_max_score"] >= 0.84 and cv["obfuscation"]["overall"] >= 0.9
 
     # and the same scores on real prompts
     with (DATA / "i2p-dev.csv").open(newline="", encoding="utf-8") as fh:
