@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,8 @@ class Runtime:
     executor: ThreadPoolExecutor
     recovered: list[str]
     provenance: ProvenanceService  # C2PA signing credentials and the watermark key
+    # the prompt classifier a draft bundle would get (its content cases run through it)
+    draft_classifier: Callable[[PolicyBundle], PromptClassifier]
     reconciler: Reconciler | None = None  # closes decisions a database fault left open
 
     # the version in force right now; a request should take ``policy.current()`` once
@@ -161,6 +164,11 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
             stages={PROMPT_STAGE: prompt_stage, IMAGE_STAGE: image_stage},
         )
 
+    def draft_classifier(bundle: PolicyBundle) -> PromptClassifier:
+        if prompt_override is not None:
+            return prompt_override  # type: ignore[no-any-return]
+        return build_prompt_stage(bundle, models)[0]  # refuses to classify when unavailable
+
     version_id, bundle = _load_active_bundle(settings, sessions, audit)
     policy = ActivePolicy(sessions, build, build(version_id, bundle, None))
     refresher = PolicyRefresher(policy, settings.policy_refresh_s)
@@ -183,6 +191,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
         "provenance": ProvenanceService.from_settings(settings),
+        "draft_classifier": draft_classifier,
     }
     parts.update(overrides)
     runtime = Runtime(**parts)
