@@ -22,6 +22,7 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.auth.keys import authenticate
+from gateway.console.format import compact_time
 from gateway.console.session import COOKIE, ConsoleSession, SessionCodec
 from gateway.db.engine import unit_of_work
 from gateway.domain import Principal, Role
@@ -91,6 +92,7 @@ class Console:
     def __init__(self, settings: Settings) -> None:
         self.codec = SessionCodec.from_settings(settings)
         self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.templates.env.filters["compact_time"] = compact_time
         self.static_dir = HERE / "static"
 
     # -- routers and rendering ---------------------------------------------------------------

@@ -278,7 +278,7 @@ def test_every_replica_switches_and_a_schedule_is_kept(
     with TestClient(create_app(a.settings, a)) as client:
         draft_id, _ = _draft(client, editor)
         client.post(f"/v1/policies/drafts/{draft_id}/submit", headers=auth(editor))
-        when = datetime.now(UTC) + timedelta(seconds=6)  # approving runs the tests first
+        when = datetime.now(UTC) + timedelta(seconds=15)  # approving runs every test first
         r = client.post(
             f"/v1/policies/drafts/{draft_id}/approve",
             json={"effective_at": when.isoformat()},
@@ -287,7 +287,7 @@ def test_every_replica_switches_and_a_schedule_is_kept(
         assert r.status_code == 200 and r.json()["state"] == "scheduled"
         assert client.get("/v1/policies/active", headers=auth(editor)).json()["id"] == 1
     assert a.policy.current().version_id == 1 and b.policy.current().version_id == 1
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 25
     while time.monotonic() < deadline and {
         a.policy.current().version_id,
         b.policy.current().version_id,
