@@ -77,7 +77,7 @@ def version_page(console: Console, request: Request, visitor: Visitor, version_i
         details=[str(d) for d in flash.get("details", [])] if flash else [],
         done=DONE.get(request.query_params.get("done", "")),
         can_edit=state == "draft" and visitor.can(Role.LEGAL_EDITOR),
-        can_test=state in ("draft", "in_review"),
+        can_test=state == "draft",
         can_review=can_review,
         can_base=visitor.can(Role.LEGAL_EDITOR),
         tests=tests,
