@@ -46,8 +46,9 @@ def _result(located: Located[ContentTestCase], blocked: list[str]) -> CaseResult
             for c in case.categories
             if c not in blocked
         ]
-        failures += [f"blocked for {c}, which must not block it" for c in case.not_categories
-                     if c in blocked]
+        failures += [
+            f"blocked for {c}, which must not block it" for c in case.not_categories if c in blocked
+        ]
     decision = f"blocked ({', '.join(blocked)})" if blocked else "allowed"
     return CaseResult(
         located.file,

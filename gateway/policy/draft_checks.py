@@ -52,8 +52,15 @@ def tests_json(files: Mapping[str, str], classifier_for: ClassifierFor) -> dict[
             "passed": False,
             "total": 0,
             "failed": 0,
-            "errors": [{"file": "", "line": None, "path": "", "message": f"the content cases "
-                        f"cannot run: the prompt classifier is unavailable ({exc})"}],
+            "errors": [
+                {
+                    "file": "",
+                    "line": None,
+                    "path": "",
+                    "message": f"the content cases "
+                    f"cannot run: the prompt classifier is unavailable ({exc})",
+                }
+            ],
             "cases": [],
         }
     failed = sum(not r.passed for r in results)
