@@ -37,7 +37,10 @@ router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED))
 
 
 def _invalid(exc: FilterError) -> GatewayError:
-    return GatewayError(422, "invalid_request", f"{exc.param}: {exc.message}", param=exc.param)
+    """The filter's own message when it names its field ("since must be …"), else prefixed."""
+    named = exc.message.startswith(exc.param)
+    message = exc.message if named else f"{exc.param}: {exc.message}"
+    return GatewayError(422, "invalid_request", message, param=exc.param)
 
 
 def _time(description: str) -> Any:
