@@ -28,6 +28,7 @@ from gateway.audit.search import (
     search_decisions,
 )
 from gateway.audit.verify import verify_trail
+from gateway.auth.names import load_names
 from gateway.db.engine import unit_of_work
 from gateway.db.models import Decision
 from gateway.domain import CATEGORIES, INTENDED_USES, Role
@@ -210,11 +211,14 @@ def _pdf_report(
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
     try:
         decisions = (d for batch in iter_decision_batches(sessions, pinned) for d in batch)
+        with unit_of_work(sessions) as session:
+            names = load_names(session)
         write_pdf_report(
             spool,
             decisions,
             period=(filters.since, filters.until),
             verification=verification,
+            names=names,
         )
         spool.seek(0)
     except BaseException:

@@ -176,6 +176,8 @@ def _write(
     from gateway.audit.export import export_chunks
     from gateway.audit.report import DEFAULT_TITLE, write_pdf_report
     from gateway.audit.search import iter_decision_batches
+    from gateway.auth.names import load_names
+    from gateway.db.engine import unit_of_work
 
     if fmt is ExportFormat.pdf:
 
@@ -184,12 +186,15 @@ def _write(
                 yield from batch
                 advance(len(batch))
 
+        with unit_of_work(sessions) as session:
+            names = load_names(session)
         write_pdf_report(
             out,
             decisions(),
             period=(filters.since, filters.until),
             verification=_verification(sessions),
             title=title or DEFAULT_TITLE,
+            names=names,
         )
         return
     key = _public_key()
