@@ -320,7 +320,7 @@ def test_pdf_verification_section_lists_row_mismatches(trail: Trail) -> None:
     assert report["ok"] is False and report["row_error_count"] == 3
     section = _verification_section(_Styles(), report)
     shown = " ".join(_texts(section))
-    assert "FAILED" in shown and "3 checked against their events; 3 mismatch(es)" in shown
+    assert "FAILED" in shown and "3 checked against their events; 3 mismatches" in shown
     assert "decisions.model_id" in shown and all(d in shown for d in trail.markers)
 
 
