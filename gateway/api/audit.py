@@ -19,7 +19,7 @@ from gateway.api.deps import Auditor, RuntimeDep
 from gateway.api.responses import AUTHENTICATED, errors
 from gateway.audit.decisions import OUTCOMES, decision_json
 from gateway.audit.export import FORMATS, export_chunks
-from gateway.audit.report import write_pdf_report
+from gateway.audit.report import policy_approvals, write_pdf_report
 from gateway.audit.search import (
     DecisionFilters,
     FilterError,
@@ -213,12 +213,14 @@ def _pdf_report(
         decisions = (d for batch in iter_decision_batches(sessions, pinned) for d in batch)
         with unit_of_work(sessions) as session:
             names = load_names(session)
+            approvals = policy_approvals(session, names)
         write_pdf_report(
             spool,
             decisions,
             period=(filters.since, filters.until),
             verification=verification,
             names=names,
+            approvals=approvals,
         )
         spool.seek(0)
     except BaseException:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -25,6 +25,8 @@ from reportlab.platypus import (  # type: ignore[import-untyped]
     Paragraph,
     SimpleDocTemplate,
 )
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway.audit.export import flagged_categories
 from gateway.audit.report_chart import bin_start, time_bins, time_chart
@@ -38,7 +40,7 @@ from gateway.audit.report_layout import (
 )
 from gateway.audit.search import iso_utc
 from gateway.auth.names import Names
-from gateway.db.models import Decision
+from gateway.db.models import Decision, PolicyVersion
 
 DEFAULT_TITLE = "Image generation governance: audit report"
 REFUSED_OUTCOMES = ("prompt_blocked", "licence_denied", "output_filtered", "partially_filtered")
@@ -136,6 +138,7 @@ def write_pdf_report(
     generated_at: datetime | None = None,
     refused_cap: int = 500,
     names: Names | None = None,
+    approvals: Mapping[str, str] | None = None,
 ) -> None:
     """Write the report for ``decisions`` (one pass) covering ``period`` to ``out``; tenants
     appear by name (``names``)."""
@@ -176,7 +179,7 @@ def write_pdf_report(
         ("By intended use", "Intended use", totals.by_use),
     ):
         story += [Paragraph(heading, styles.h3), count_table(styles, label, counts, totals.total)]
-    story += _versions_section(styles, totals)
+    story += _versions_section(styles, totals, approvals or {})
     story += _refused_section(styles, totals, refused_cap)
     story += _verification_section(styles, verification)
 
@@ -205,12 +208,29 @@ def write_pdf_report(
 # -- sections --------------------------------------------------------------------------------
 
 
-def _versions_section(styles: Styles, totals: ReportTotals) -> list[Any]:
+def policy_approvals(session: Session, names: Names) -> dict[str, str]:
+    """Per published policy version's content hash: ``v<id>, <approver's name>``."""
+    rows = session.execute(
+        select(PolicyVersion.sha256, PolicyVersion.id, PolicyVersion.decided_by).where(
+            PolicyVersion.status.in_(("published", "retired"))
+        )
+    )
+    return {sha: f"v{vid}, {names.key(by) or '—'}" for sha, vid, by in rows}
+
+
+def _versions_section(
+    styles: Styles, totals: ReportTotals, approvals: Mapping[str, str]
+) -> list[Any]:
     rows: list[list[Any]] = [
         ["Policy version (content hash)", "First seen", "Last seen", "Decisions", "Approved by"]
     ]
     for version, span in sorted(totals.versions.items(), key=lambda kv: kv[1].first):
-        cells = [_time(span.first), _time(span.last), f"{span.decisions:,}", "—"]
+        cells = [
+            _time(span.first),
+            _time(span.last),
+            f"{span.decisions:,}",
+            approvals.get(version, "—"),
+        ]
         rows.append([Paragraph(escape(version), styles.hash)] + [small(styles, c) for c in cells])
     widths = [82 * mm, 25 * mm, 25 * mm, 18 * mm, 24 * mm]
     return [

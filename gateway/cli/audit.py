@@ -174,7 +174,7 @@ def _write(
     verify: bool = True,
 ) -> None:
     from gateway.audit.export import export_chunks
-    from gateway.audit.report import DEFAULT_TITLE, write_pdf_report
+    from gateway.audit.report import DEFAULT_TITLE, policy_approvals, write_pdf_report
     from gateway.audit.search import iter_decision_batches
     from gateway.auth.names import load_names
     from gateway.db.engine import unit_of_work
@@ -188,6 +188,7 @@ def _write(
 
         with unit_of_work(sessions) as session:
             names = load_names(session)
+            approvals = policy_approvals(session, names)
         write_pdf_report(
             out,
             decisions(),
@@ -195,6 +196,7 @@ def _write(
             verification=_verification(sessions),
             title=title or DEFAULT_TITLE,
             names=names,
+            approvals=approvals,
         )
         return
     key = _public_key()

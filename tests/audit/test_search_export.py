@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 
 from gateway.audit.export import export_chunks
 from gateway.audit.export_format import COLUMNS
-from gateway.audit.report import aggregate, write_pdf_report
+from gateway.audit.report import aggregate, policy_approvals, write_pdf_report
 from gateway.audit.search import (
     DecisionFilters,
     iso_utc,
     iter_decision_batches,
     iter_decisions,
 )
+from gateway.auth.names import load_names
 from gateway.cli import app as cli_app
 from gateway.db.models import AuditEvent, Decision
 from gateway.domain import Role
@@ -280,6 +281,9 @@ def test_report_aggregates_and_prints_verification(
     assert totals.refused_total == 3 and len(totals.refused) == 2  # capped
     assert {r[0] for r in totals.refused} <= set(ids["prompt_blocked"] + ids["licence_denied"])
     assert len(totals.versions) == 1
+    with runtime.sessions() as session:  # the report names who approved each version
+        approvals = policy_approvals(session, load_names(session))
+    assert approvals == {runtime.bundle.version: "v1, system:seed"}
     out = io.BytesIO()
     verification = {
         "ok": True,
