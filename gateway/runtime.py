@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,8 @@ class Runtime:
     provenance: ProvenanceService  # C2PA signing credentials and the watermark key
     quarantine: QuarantineStore  # quarantined images, readable by every replica
     metrics: GatewayMetrics  # this runtime's Prometheus registry (GET /metrics)
+    # the prompt classifier a draft bundle would get (its content cases run through it)
+    draft_classifier: Callable[[PolicyBundle], PromptClassifier]
     reconciler: Reconciler | None = None  # closes decisions a database fault left open
 
     # the version in force right now; a request should take ``policy.current()`` once
@@ -181,6 +184,11 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
             stages={PROMPT_STAGE: prompt_stage, IMAGE_STAGE: image_stage},
         )
 
+    def draft_classifier(bundle: PolicyBundle) -> PromptClassifier:
+        if prompt_override is not None:
+            return prompt_override  # type: ignore[no-any-return]
+        return build_prompt_stage(bundle, models)[0]  # refuses to classify when unavailable
+
     version_id, bundle = _load_active_bundle(settings, sessions, audit)
     policy = ActivePolicy(sessions, build, build(version_id, bundle, None))
     refresher = PolicyRefresher(policy, settings.policy_refresh_s)
@@ -210,6 +218,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "provenance": provenance,
         "quarantine": quarantine_from_settings(settings, sessions),
         "metrics": metrics,
+        "draft_classifier": draft_classifier,
     }
     parts.update(overrides)
     runtime = Runtime(**parts)

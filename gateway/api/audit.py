@@ -20,7 +20,7 @@ from gateway.api.responses import AUTHENTICATED, errors
 from gateway.audit.decisions import OUTCOMES, decision_json
 from gateway.audit.export import FORMATS, export_chunks
 from gateway.audit.keyring import KeyRing
-from gateway.audit.report import write_pdf_report
+from gateway.audit.report import policy_approvals, write_pdf_report
 from gateway.audit.search import (
     DecisionFilters,
     FilterError,
@@ -29,6 +29,7 @@ from gateway.audit.search import (
     search_decisions,
 )
 from gateway.audit.verify import verify_trail
+from gateway.auth.names import load_names
 from gateway.db.engine import unit_of_work
 from gateway.db.models import Decision
 from gateway.domain import CATEGORIES, INTENDED_USES, Role
@@ -38,7 +39,10 @@ router = APIRouter(tags=["audit"], responses=errors(*AUTHENTICATED))
 
 
 def _invalid(exc: FilterError) -> GatewayError:
-    return GatewayError(422, "invalid_request", f"{exc.param}: {exc.message}", param=exc.param)
+    """The filter's own message when it names its field ("since must be …"), else prefixed."""
+    named = exc.message.startswith(exc.param)
+    message = exc.message if named else f"{exc.param}: {exc.message}"
+    return GatewayError(422, "invalid_request", message, param=exc.param)
 
 
 def _time(description: str) -> Any:
@@ -264,11 +268,16 @@ def _pdf_report(
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
     try:
         decisions = (d for batch in iter_decision_batches(sessions, pinned) for d in batch)
+        with unit_of_work(sessions) as session:
+            names = load_names(session)
+            approvals = policy_approvals(session, names)
         write_pdf_report(
             spool,
             decisions,
             period=(filters.since, filters.until),
             verification=verification,
+            names=names,
+            approvals=approvals,
         )
         spool.seek(0)
     except BaseException:

@@ -125,12 +125,12 @@ def replay(
     return _service(runtime).replay(principal, draft_id, body.limit, body.since)
 
 
-@router.post("/drafts/{draft_id}/submit", responses=errors(404, 409, 422))
+@router.post("/drafts/{draft_id}/submit", responses=errors(404, 409, 422, 503))
 def submit(draft_id: RowId, principal: LegalEditor, runtime: RuntimeDep) -> dict[str, Any]:
     return _service(runtime).submit(principal, draft_id)
 
 
-@router.post("/drafts/{draft_id}/approve", responses=_WRITE)
+@router.post("/drafts/{draft_id}/approve", responses={**_WRITE, **errors(503)})
 def approve(
     draft_id: RowId,
     principal: LegalApprover,

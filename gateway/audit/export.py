@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.audit.export_format import Row, csv_chunks, jsonl_chunks
 from gateway.audit.keyring import KeyRing
 from gateway.audit.search import DecisionFilters, Position, after_condition, iso_utc
+from gateway.auth.names import Names, load_names
 from gateway.db.engine import unit_of_work
 from gateway.db.models import AuditEvent, Decision
 
@@ -154,6 +155,7 @@ def _plain_columns(dialect: str) -> tuple[Any, ...]:
     return (
         d.tenant_id,
         d.user,
+        d.key_id,
         d.status,
         d.outcome,
         d.http_status,
@@ -167,10 +169,15 @@ def _plain_columns(dialect: str) -> tuple[Any, ...]:
     )
 
 
-def _row(session: Session | None, r: Any, time: Callable[[Any], str | None] = iso_utc) -> Row:
+def _row(
+    session: Session | None,
+    r: Any,
+    names: Names,
+    time: Callable[[Any], str | None] = iso_utc,
+) -> Row:
     """An export row from a query row; ``time`` formats its times (PostgreSQL's are text)."""
     (
-        decision_id, created, closed, tenant, user, status, outcome, http_status, error_code,
+        decision_id, created, closed, tenant, user, key, status, outcome, http_status, error_code,
         prompt, categories, model, licence, use, version, erased, packed, received, decided,
     ) = r  # fmt: skip
     values = json.loads(packed) if packed else [None] * len(_PATHS)
@@ -189,7 +196,10 @@ def _row(session: Session | None, r: Any, time: Callable[[Any], str | None] = is
         time(created),
         time(closed),
         tenant,
+        names.tenant(tenant),
         user,
+        key,
+        names.key(key),
         status,
         outcome,
         http_status,
@@ -233,8 +243,9 @@ def iter_row_batches(
     keyset query per batch; chain positions come from subqueries.
     """
     with unit_of_work(sessions) as session:
+        names = load_names(session)
         if session.get_bind().dialect.name == "postgresql":
-            yield from _streamed_batches(session, filters, batch, progress)
+            yield from _streamed_batches(session, filters, batch, progress, names)
             return
     after: Position | None = None
     query: Select[Any] | None = None
@@ -247,7 +258,7 @@ def iter_row_batches(
                 query = _row_query(dialect, filters)
             page = query if after is None else query.where(after_condition(after))
             raw = session.execute(page.limit(batch)).all()
-            rows = [_row(session, r) for r in raw]
+            rows = [_row(session, r, names) for r in raw]
         if rows:
             after = (raw[-1][1], raw[-1][0])
             yield rows
@@ -266,6 +277,7 @@ def _streamed_batches(
     filters: DecisionFilters,
     batch: int,
     progress: Callable[[int], None] | None,
+    names: Names,
 ) -> Iterator[list[Row]]:
     """The PostgreSQL export: the whole query streamed in chunks of ``batch`` rows.
 
@@ -285,7 +297,7 @@ def _streamed_batches(
     with closing(cursor.stream(compiled.string, params, size=batch)) as stream:
         rows: list[Row] = []
         for r in stream:
-            rows.append(_row(None, r, _text))
+            rows.append(_row(None, r, names, _text))
             if len(rows) == batch:
                 yield rows
                 if progress is not None:

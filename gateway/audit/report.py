@@ -9,34 +9,38 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
-import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import date2num
 from matplotlib.figure import Figure
 from reportlab.lib import colors  # type: ignore[import-untyped]
 from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped]
-from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # type: ignore[import-untyped]
 from reportlab.lib.units import mm  # type: ignore[import-untyped]
-from reportlab.pdfbase import pdfmetrics  # type: ignore[import-untyped]
-from reportlab.pdfbase.ttfonts import TTFont  # type: ignore[import-untyped]
 from reportlab.platypus import (  # type: ignore[import-untyped]
     Image,
     Paragraph,
     SimpleDocTemplate,
-    Table,
-    TableStyle,
 )
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway.audit.export import flagged_categories
+from gateway.audit.report_chart import bin_start, time_bins, time_chart
+from gateway.audit.report_layout import (
+    Styles,
+    count_table,
+    facts_table,
+    para,
+    small,
+    table,
+)
 from gateway.audit.search import iso_utc
-from gateway.db.models import Decision
+from gateway.auth.names import Names
+from gateway.db.models import Decision, PolicyVersion
 
 DEFAULT_TITLE = "Image generation governance: audit report"
 REFUSED_OUTCOMES = ("prompt_blocked", "licence_denied", "output_filtered", "partially_filtered")
@@ -76,7 +80,8 @@ class ReportTotals:
     by_model: Counter[str] = field(default_factory=Counter)
     by_licence: Counter[str] = field(default_factory=Counter)
     by_use: Counter[str] = field(default_factory=Counter)
-    per_day: dict[date, Counter[str]] = field(default_factory=dict)
+    by_tenant: Counter[str] = field(default_factory=Counter)  # tenant ids
+    per_hour: dict[datetime, Counter[str]] = field(default_factory=dict)  # UTC hour -> outcomes
     versions: dict[str, VersionSpan] = field(default_factory=dict)
     refused_total: int = 0
     refused: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
@@ -93,7 +98,8 @@ class ReportTotals:
         self.by_model[d.model_id] += 1
         self.by_licence[d.licence_id or "—"] += 1
         self.by_use[d.intended_use or "—"] += 1
-        self.per_day.setdefault(when.astimezone(UTC).date(), Counter())[outcome] += 1
+        self.by_tenant[d.tenant_id] += 1
+        self.per_hour.setdefault(bin_start(when, "hour"), Counter())[outcome] += 1
         span = self.versions.setdefault(d.policy_version, VersionSpan(when, when))
         span.first, span.last = min(span.first, when), max(span.last, when)
         span.decisions += 1
@@ -104,7 +110,14 @@ class ReportTotals:
             if len(self.refused) < refused_cap:
                 label = outcome + (" (quarantined)" if quarantined else "")
                 self.refused.append(
-                    (d.id, _time(when), label, ", ".join(categories) or "—", d.model_id, _prompt(d))
+                    (
+                        d.id,
+                        _time(when)[:16],
+                        label,
+                        ", ".join(categories) or "—",
+                        d.model_id,
+                        _prompt(d),
+                    )
                 )
 
 
@@ -124,14 +137,18 @@ def write_pdf_report(
     title: str = DEFAULT_TITLE,
     generated_at: datetime | None = None,
     refused_cap: int = 500,
+    names: Names | None = None,
+    approvals: Mapping[str, str] | None = None,
 ) -> None:
-    """Write the report for ``decisions`` (one pass) covering ``period`` to ``out``."""
+    """Write the report for ``decisions`` (one pass) covering ``period`` to ``out``; tenants
+    appear by name (``names``)."""
+    names = names or Names()
     totals = aggregate(decisions, refused_cap=refused_cap)
     generated = generated_at or datetime.now(UTC)
-    styles = _Styles()
+    styles = Styles()
     story: list[Any] = [
         Paragraph(escape(title), styles.title),
-        _facts_table(
+        facts_table(
             styles,
             [
                 ("Period covered", _period(period)),
@@ -145,23 +162,24 @@ def write_pdf_report(
             ],
         ),
         Paragraph("Totals", styles.h2),
-        _count_table(styles, "Outcome", totals.by_outcome, totals.total),
+        count_table(styles, "Outcome", totals.by_outcome, totals.total),
     ]
     if totals.total:
         story += [
             Paragraph("Decisions over time", styles.h2),
-            _chart_per_day(totals),
+            _chart_over_time(totals, period),
             Paragraph("Flagged categories", styles.h2),
-            _chart_categories(totals) if totals.by_category else _para(styles, "None flagged."),
+            _chart_categories(totals) if totals.by_category else para(styles, "None flagged."),
         ]
     for heading, label, counts in (
         ("By category (a decision may count under several)", "Category", totals.by_category),
+        ("By tenant", "Tenant", _named(totals.by_tenant, names)),
         ("By model", "Model", totals.by_model),
         ("By licence", "Licence", totals.by_licence),
         ("By intended use", "Intended use", totals.by_use),
     ):
-        story += [Paragraph(heading, styles.h3), _count_table(styles, label, counts, totals.total)]
-    story += _versions_section(styles, totals)
+        story += [Paragraph(heading, styles.h3), count_table(styles, label, counts, totals.total)]
+    story += _versions_section(styles, totals, approvals or {})
     story += _refused_section(styles, totals, refused_cap)
     story += _verification_section(styles, verification)
 
@@ -190,45 +208,64 @@ def write_pdf_report(
 # -- sections --------------------------------------------------------------------------------
 
 
-def _versions_section(styles: _Styles, totals: ReportTotals) -> list[Any]:
+def policy_approvals(session: Session, names: Names) -> dict[str, str]:
+    """Per published policy version's content hash: ``v<id>, <approver's name>``."""
+    rows = session.execute(
+        select(PolicyVersion.sha256, PolicyVersion.id, PolicyVersion.decided_by).where(
+            PolicyVersion.status.in_(("published", "retired"))
+        )
+    )
+    return {sha: f"v{vid}, {names.key(by) or '—'}" for sha, vid, by in rows}
+
+
+def _versions_section(
+    styles: Styles, totals: ReportTotals, approvals: Mapping[str, str]
+) -> list[Any]:
     rows: list[list[Any]] = [
         ["Policy version (content hash)", "First seen", "Last seen", "Decisions", "Approved by"]
     ]
     for version, span in sorted(totals.versions.items(), key=lambda kv: kv[1].first):
-        cells = [_time(span.first), _time(span.last), f"{span.decisions:,}", "—"]
-        rows.append([Paragraph(escape(version), styles.mono)] + [_small(styles, c) for c in cells])
-    widths = [64 * mm, 30 * mm, 30 * mm, 20 * mm, 30 * mm]
+        cells = [
+            _time(span.first),
+            _time(span.last),
+            f"{span.decisions:,}",
+            approvals.get(version, "—"),
+        ]
+        rows.append([Paragraph(escape(version), styles.hash)] + [small(styles, c) for c in cells])
+    widths = [82 * mm, 25 * mm, 25 * mm, 18 * mm, 24 * mm]
     return [
         Paragraph("Policy versions in force", styles.h2),
-        _table(styles, rows, widths) if len(rows) > 1 else _para(styles, "None."),
+        table(styles, rows, widths) if len(rows) > 1 else para(styles, "None."),
     ]
 
 
-def _refused_section(styles: _Styles, totals: ReportTotals, cap: int) -> list[Any]:
+def _refused_section(styles: Styles, totals: ReportTotals, cap: int) -> list[Any]:
     out: list[Any] = [Paragraph("Refused and filtered requests", styles.h2)]
     if not totals.refused_total:
-        return [*out, _para(styles, "None in this period.")]
+        return [*out, para(styles, "None in this period.")]
     if totals.refused_total > len(totals.refused):
         out.append(
-            _para(
+            para(
                 styles,
                 f"Showing the first {len(totals.refused):,} of {totals.refused_total:,} "
                 f"(cap {cap:,}); the CSV or JSON Lines export lists them all.",
             )
         )
-    rows: list[list[Any]] = [["Decision", "Time", "Outcome", "Categories", "Model", "Prompt"]]
-    for row in totals.refused:
-        rows.append([_small(styles, cell) for cell in row])
-    widths = [33 * mm, 22 * mm, 29 * mm, 22 * mm, 26 * mm, 42 * mm]
-    return [*out, _table(styles, rows, widths)]
+    rows: list[list[Any]] = [["Decision", "Time (UTC)", "Outcome", "Categories", "Model", "Prompt"]]
+    for decision_id, *cells in totals.refused:
+        rows.append(
+            [Paragraph(escape(decision_id), styles.mono)] + [small(styles, c) for c in cells]
+        )
+    widths = [50 * mm, 28 * mm, 25 * mm, 20 * mm, 20 * mm, 31 * mm]
+    return [*out, table(styles, rows, widths)]
 
 
-def _verification_section(styles: _Styles, verification: dict[str, Any] | None) -> list[Any]:
+def _verification_section(styles: Styles, verification: dict[str, Any] | None) -> list[Any]:
     out: list[Any] = [Paragraph("Audit trail verification", styles.h2)]
     if verification is None:
         return [
             *out,
-            _para(
+            para(
                 styles,
                 "<b>Not verified.</b> This report was produced without verifying the audit "
                 "trail; run <font face='Courier'>gateway audit verify</font> to check it.",
@@ -257,18 +294,18 @@ def _verification_section(styles: _Styles, verification: dict[str, Any] | None) 
             (
                 "Decision records",
                 f"{verification.get('rows_checked', 0):,} checked against their events; "
-                f"{verification.get('row_error_count', 0):,} mismatch(es)",
+                f"{_mismatches(int(verification.get('row_error_count', 0)))}",
             )
         )
     else:
         facts.append(("Decision records", "not checked against their events"))
-    out.append(_facts_table(styles, facts, markup_rows=1))
+    out.append(facts_table(styles, facts, markup_rows=1))
     errors = verification.get("row_errors") or []
     if errors:
         count = int(verification.get("row_error_count") or len(errors))
         shown = errors[:ROW_ERRORS_SHOWN]
         out.append(
-            _para(
+            para(
                 styles,
                 f"<b>Stored values that do not match the audit trail</b> "
                 f"({len(shown):,} of {count:,} shown): the records in this report may have "
@@ -277,32 +314,29 @@ def _verification_section(styles: _Styles, verification: dict[str, Any] | None) 
         )
         rows: list[list[Any]] = [["Decision", "Table", "Field", "Why"]]
         for e in shown:
-            cells = (e.get("decision_id") or "—", e.get("table"), e.get("field"), e.get("reason"))
-            rows.append([_small(styles, str(c)) for c in cells])
-        out.append(_table(styles, rows, [40 * mm, 22 * mm, 50 * mm, 58 * mm]))
+            cells = (e.get("table"), e.get("field"), e.get("reason"))
+            decision = Paragraph(escape(str(e.get("decision_id") or "—")), styles.mono)
+            rows.append([decision] + [small(styles, str(c)) for c in cells])
+        out.append(table(styles, rows, [50 * mm, 20 * mm, 44 * mm, 60 * mm]))
     return out
 
 
 # -- charts ----------------------------------------------------------------------------------
 
 
-def _chart_per_day(totals: ReportTotals) -> Image:
-    days = sorted(totals.per_day)
-    x = date2num(days)  # type: ignore[no-untyped-call]
+def _chart_over_time(
+    totals: ReportTotals, period: tuple[datetime | None, datetime | None]
+) -> Image:
+    bins = time_bins(totals.per_hour, period)
     outcomes = [o for o, _ in totals.by_outcome.most_common()]
-    fig = Figure(figsize=(7.0, 3.0))
-    ax = fig.add_subplot()
-    bottom = [0] * len(days)
-    for outcome in outcomes:
-        values = [totals.per_day[d][outcome] for d in days]
-        ax.bar(x, values, bottom=bottom, label=outcome, color=_OUTCOME_COLOURS.get(outcome))
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.xaxis_date()
-    ax.set_ylabel("decisions per day (UTC)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.tick_params(labelsize=7)
-    fig.autofmt_xdate()
-    return _png(fig, 170 * mm)
+    return _png(time_chart(bins, outcomes, _OUTCOME_COLOURS), 170 * mm)
+
+
+def _named(counts: Counter[str], names: Names) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for tenant_id, n in counts.items():
+        out[names.tenant(tenant_id) or tenant_id] += n
+    return out
 
 
 def _chart_categories(totals: ReportTotals) -> Image:
@@ -326,87 +360,6 @@ def _png(fig: Figure, width: float) -> Image:
     return Image(buffer, width=width, height=width * h / w)
 
 
-# -- layout helpers --------------------------------------------------------------------------
-
-
-class _Styles:
-    def __init__(self) -> None:
-        self.font, bold = _fonts()
-        base = getSampleStyleSheet()
-        self.title = ParagraphStyle("t", parent=base["Title"], fontName=bold, fontSize=17)
-        self.h2 = ParagraphStyle(
-            "h2", parent=base["Heading2"], fontName=bold, spaceBefore=10, keepWithNext=1
-        )
-        self.h3 = ParagraphStyle("h3", parent=base["Heading4"], fontName=bold, keepWithNext=1)
-        self.body = ParagraphStyle("b", parent=base["BodyText"], fontName=self.font, fontSize=9)
-        self.small = ParagraphStyle("s", parent=self.body, fontSize=7, leading=8.5)
-        self.mono = ParagraphStyle("m", parent=self.small, fontName="Courier", fontSize=6.5)
-        self.bold = bold
-
-
-def _fonts() -> tuple[str, str]:
-    """DejaVu Sans (shipped with matplotlib) covers far more scripts than Helvetica."""
-    registered = pdfmetrics.getRegisteredFontNames()
-    if "GwDejaVu" in registered and "GwDejaVu-Bold" in registered:
-        return "GwDejaVu", "GwDejaVu-Bold"
-    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    try:
-        pdfmetrics.registerFont(TTFont("GwDejaVu", str(folder / "DejaVuSans.ttf")))
-        pdfmetrics.registerFont(TTFont("GwDejaVu-Bold", str(folder / "DejaVuSans-Bold.ttf")))
-    except Exception:  # fonts missing: fall back to the standard (Latin-1) ones
-        return "Helvetica", "Helvetica-Bold"
-    return "GwDejaVu", "GwDejaVu-Bold"
-
-
-def _small(styles: _Styles, text: str) -> Paragraph:
-    return Paragraph(escape(text), styles.small)
-
-
-def _para(styles: _Styles, markup: str) -> Paragraph:
-    return Paragraph(markup, styles.body)
-
-
-def _table(styles: _Styles, rows: list[list[Any]], widths: list[float] | None = None) -> Table:
-    table = Table(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
-    table.setStyle(
-        TableStyle(
-            [
-                ("FONTNAME", (0, 0), (-1, -1), styles.font),
-                ("FONTNAME", (0, 0), (-1, 0), styles.bold),
-                ("FONTSIZE", (0, 0), (-1, -1), 8),
-                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e0e0e0")),
-                ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f5f5f5")]),
-                ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9e9e9e")),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ]
-        )
-    )
-    return table
-
-
-def _count_table(styles: _Styles, label: str, counts: Counter[str], total: int) -> Any:
-    if not counts:
-        return _para(styles, "None.")
-    rows: list[list[Any]] = [[label, "Decisions", "Share"]]
-    for key, n in counts.most_common():
-        rows.append([Paragraph(escape(key), styles.small), f"{n:,}", f"{100 * n / total:.1f}%"])
-    return _table(styles, rows, [90 * mm, 25 * mm, 20 * mm])
-
-
-def _facts_table(styles: _Styles, facts: list[tuple[str, str]], markup_rows: int = 0) -> Table:
-    """Label / value rows; the first ``markup_rows`` values are trusted markup, not text."""
-    rows = [
-        [
-            Paragraph(f"<b>{escape(k)}</b>", styles.body),
-            Paragraph(v if i < markup_rows else escape(v), styles.body),
-        ]
-        for i, (k, v) in enumerate(facts)
-    ]
-    table = Table(rows, colWidths=[45 * mm, 125 * mm], hAlign="LEFT")
-    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
-    return table
-
-
 def _period(period: tuple[datetime | None, datetime | None]) -> str:
     since, until = period
     start = _time(since) if since else "the first record"
@@ -424,3 +377,7 @@ def _prompt(d: Decision) -> str:
     if not isinstance(prompt, str) or not prompt:
         return "[erased]" if d.erased_at else "—"
     return prompt if len(prompt) <= PROMPT_CHARS else prompt[: PROMPT_CHARS - 1] + "…"
+
+
+def _mismatches(n: int) -> str:
+    return f"{n:,} mismatch" + ("" if n == 1 else "es")

@@ -68,7 +68,8 @@ class VerifyReport:
                 f"first: {self.row_errors[0]}"
             )
         rows = (
-            f", {self.rows_checked} decision rows match their events"
+            f", {_count(self.rows_checked, 'decision row')} "
+            f"{'matches its' if self.rows_checked == 1 else 'match their'} events"
             if self.rows_verified
             else ", decision rows not checked"
         )
@@ -78,9 +79,10 @@ class VerifyReport:
             else "none"
         )
         return (
-            f"audit trail intact: {self.size} events, {self.events_checked} checked from "
-            f"{'genesis' if self.started_at == 0 else f'checkpoint {self.started_at}'}, "
-            f"{self.checkpoints_checked} signed checkpoints verified, last: {anchor}{rows}"
+            f"audit trail intact: {_count(self.size, 'event')}, {self.events_checked} checked "
+            f"from {'genesis' if self.started_at == 0 else f'checkpoint {self.started_at}'}, "
+            f"{_count(self.checkpoints_checked, 'signed checkpoint')} verified, "
+            f"last: {anchor}{rows}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -274,3 +276,8 @@ def _check_event(state: _State, seq: int, payload: str, prev_hash: str, stored: 
         state.checkpoints_ok += 1
         state.last_good_checkpoint = seq
         state.anchor = checkpoint_json(cp)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 event``, ``2 events``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

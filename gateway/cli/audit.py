@@ -175,8 +175,10 @@ def _write(
     verify: bool = True,
 ) -> None:
     from gateway.audit.export import export_chunks
-    from gateway.audit.report import DEFAULT_TITLE, write_pdf_report
+    from gateway.audit.report import DEFAULT_TITLE, policy_approvals, write_pdf_report
     from gateway.audit.search import iter_decision_batches
+    from gateway.auth.names import load_names
+    from gateway.db.engine import unit_of_work
 
     if fmt is ExportFormat.pdf:
 
@@ -185,12 +187,17 @@ def _write(
                 yield from batch
                 advance(len(batch))
 
+        with unit_of_work(sessions) as session:
+            names = load_names(session)
+            approvals = policy_approvals(session, names)
         write_pdf_report(
             out,
             decisions(),
             period=(filters.since, filters.until),
             verification=_verification(sessions),
             title=title or DEFAULT_TITLE,
+            names=names,
+            approvals=approvals,
         )
         return
     key = _public_key(sessions)

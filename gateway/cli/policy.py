@@ -50,6 +50,13 @@ def policy_validate(
 @policy_app.command("test")
 def policy_test(
     directory: Annotated[Path | None, typer.Argument(help="Bundle folder.")] = None,
+    content: Annotated[
+        bool,
+        typer.Option(
+            "--content/--licence-only",
+            help="Also run the content cases through the prompt classifier (loads it).",
+        ),
+    ] = False,
 ) -> None:
     """Run the bundle's policy tests (tests/*_test.yaml); exit 1 if any fails."""
     from rich.console import Console
@@ -62,16 +69,23 @@ def policy_test(
     bundle = _load_or_exit(directory or load_settings().policy_dir, code=2)
     try:
         results = run_policy_tests(bundle)
+        if content:
+            from gateway.policy.content_tests import run_content_tests
+            from gateway.safety.loader import build_prompt_stage, load_models
+
+            classifier, _ = build_prompt_stage(bundle, load_models(load_settings()))
+            results += run_content_tests(bundle, classifier)
     except PolicyError as exc:  # a test file that does not parse
         _print_issues(exc)
         raise typer.Exit(2) from None
     table = Table(title="policy tests")
-    for column in ("result", "file", "case", "decision", "why"):
+    for column in ("result", "kind", "file", "case", "decision", "why"):
         table.add_column(column)
     for r in results:
         table.add_row(  # names may hold [brackets]: escape rich markup
             "[green]PASS[/]" if r.passed else "[red]FAIL[/]",
-            escape(r.file),
+            r.kind,
+            escape(r.file) + (f":{r.line}" if r.line else ""),
             escape(r.name),
             r.decision,
             escape("; ".join(r.failures)),
@@ -79,6 +93,8 @@ def policy_test(
     Console(width=200).print(table)
     failed = sum(not r.passed for r in results)
     typer.echo(f"{len(results) - failed} passed, {failed} failed")
+    if not content:
+        typer.echo("content cases not run: pass --content to run them through the classifier")
     if failed or not results:
         raise typer.Exit(1)
 

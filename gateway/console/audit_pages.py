@@ -61,6 +61,8 @@ def _row(decision: Decision) -> dict[str, Any]:
         "id": decision.id,
         "created_at": iso_utc(decision.created_at),
         "tenant_id": decision.tenant_id,
+        "key_id": decision.key_id,
+        "prompt": (decision.request or {}).get("prompt"),
         "user": decision.user,
         "status": decision.status,
         "outcome": decision.outcome,
@@ -69,6 +71,12 @@ def _row(decision: Decision) -> dict[str, Any]:
         "categories": [c for c in (decision.categories or "").split(",") if c],
         "policy_version": decision.policy_version,
     }
+
+
+def _bundle_choices(visitor: Visitor) -> dict[str, list[str]]:
+    """Model and licence filters as choices: those the policy in force names."""
+    bundle = visitor.runtime.bundle
+    return {"model": sorted(bundle.models.models), "licence": sorted(bundle.licences)}
 
 
 def _published_version(session: Session, sha256: str) -> int | None:
@@ -102,7 +110,7 @@ def routes(console: Console) -> APIRouter:
         except GatewayError as exc:
             error = exc.message
         except FilterError as exc:
-            error = f"{exc.param}: {exc.message}"
+            error = exc.message if exc.message.startswith(exc.param) else f"{exc.param}: {exc}"
         query = {k: v for k, v in values.items() if v}
         next_href = (
             "?" + urlencode({**query, "limit": limit, "cursor": next_cursor})
@@ -118,7 +126,7 @@ def routes(console: Console) -> APIRouter:
             "decisions.html",
             status=422 if error else 200,
             values=values,
-            choices=CHOICES,
+            choices={**_bundle_choices(visitor), **CHOICES},
             show_tenant=visitor.principal.has(Role.ADMIN),
             rows=rows,
             limit=limit,

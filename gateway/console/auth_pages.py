@@ -27,6 +27,10 @@ def routes(console: Console) -> APIRouter:
     def stylesheet() -> FileResponse:
         return FileResponse(console.static_dir / "console.css", media_type="text/css")
 
+    @router.get("/static/editor.js")
+    def editor_script() -> FileResponse:
+        return FileResponse(console.static_dir / "editor.js", media_type="text/javascript")
+
     @router.get("/login")
     def login_form(request: Request, next: str | None = None) -> Response:
         session = console.session(request)

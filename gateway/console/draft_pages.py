@@ -18,7 +18,6 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from gateway.audit.search import FilterError, parse_time
-from gateway.console.policy_pages import version_page
 from gateway.console.web import POLICY_READ_ROLES, Console, PageError, Visitor, text_field
 from gateway.domain import Role
 from gateway.errors import GatewayError
@@ -94,20 +93,18 @@ def routes(console: Console) -> APIRouter:
         action: Callable[[PolicyService, FormData], Any],
         done: str,
     ) -> Response:
-        """Run a workflow action; on refusal show the version page with the service's message."""
+        """Run a workflow action; either way the browser is redirected to the version page
+        (post-redirect-get), a refusal travelling in a short-lived encrypted cookie."""
         form = await console.form(request, visitor.session)
         try:
             await run_in_threadpool(action, PolicyService(visitor.runtime), form)
         except GatewayError as exc:
-            return version_page(
-                console,
-                request,
-                visitor,
-                draft_id,
-                status=exc.status,
-                error=exc.message,
-                details=refusal_details(exc),
+            response = RedirectResponse(f"/console/policies/versions/{draft_id}?refused=1", 303)
+            console.codec.set_flash(
+                response,
+                {"status": exc.status, "error": exc.message, "details": refusal_details(exc)},
             )
+            return response
         return to_version(draft_id, done)
 
     @router.post("/policies/drafts")

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from gateway.console.session import FLASH_COOKIE
 from gateway.console.web import POLICY_READ_ROLES, Console, PageError, Visitor
 from gateway.domain import Role
 from gateway.errors import GatewayError
@@ -46,32 +47,46 @@ def diff_lines(diff: str) -> list[tuple[str, str]]:
     return out
 
 
-def version_page(
-    console: Console,
-    request: Request,
-    visitor: Visitor,
-    version_id: int,
-    *,
-    status: int = 200,
-    error: str | None = None,
-    details: list[str] | None = None,
-) -> Response:
-    """One version: its facts, files and the actions open to this visitor in its state."""
-    version = PolicyService(visitor.runtime).version(version_id)
+REVIEW_REPLAY = 1000  # decisions the review page replays
+
+
+def version_page(console: Console, request: Request, visitor: Visitor, version_id: int) -> Response:
+    """One version: its facts, files and the actions open to this visitor in its state.
+
+    A refused action redirects here with its refusal in the flash cookie (read once). A
+    version in review shows its approver the policy tests and a replay of recent decisions.
+    """
+    service = PolicyService(visitor.runtime)
+    version = service.version(version_id)
     state = version["status"]
-    return console.render(
+    flash = console.codec.read_flash(request.cookies.get(FLASH_COOKIE))
+    can_review = state == "in_review" and visitor.can(Role.LEGAL_APPROVER)
+    tests: dict[str, Any] | None = None
+    replay: dict[str, Any] | None = None
+    if can_review:
+        tests = service.test(version_id)
+        try:
+            replay = service.replay(visitor.principal, version_id, REVIEW_REPLAY)
+        except GatewayError:
+            replay = None  # the draft does not validate: the tests say why
+    response = console.render(
         request,
         "policy_version.html",
-        status=status,
         v=version,
-        error=error,
-        details=details or [],
+        error=flash.get("error") if flash else None,
+        details=[str(d) for d in flash.get("details", [])] if flash else [],
         done=DONE.get(request.query_params.get("done", "")),
         can_edit=state == "draft" and visitor.can(Role.LEGAL_EDITOR),
         can_test=state == "draft",
-        can_review=state == "in_review" and visitor.can(Role.LEGAL_APPROVER),
+        can_review=can_review,
         can_base=visitor.can(Role.LEGAL_EDITOR),
+        tests=tests,
+        replay=replay,
+        link_decisions=visitor.can(Role.AUDITOR),
     )
+    if FLASH_COOKIE in request.cookies:
+        console.codec.clear_flash(response)
+    return response
 
 
 def routes(console: Console) -> APIRouter:
@@ -87,6 +102,7 @@ def routes(console: Console) -> APIRouter:
         except GatewayError:
             active = None
         versions = service.versions()
+        awaiting = [v for v in versions if v["status"] == "in_review"]
         newest = versions[0]["id"] if versions else None
         return console.render(
             request,
@@ -96,6 +112,8 @@ def routes(console: Console) -> APIRouter:
             diff_a=active["id"] if active else newest,
             diff_b=newest,
             can_create=visitor.can(Role.LEGAL_EDITOR),
+            awaiting=awaiting,
+            can_approve=visitor.can(Role.LEGAL_APPROVER),
         )
 
     @router.get("/policies/versions/{version_id}")

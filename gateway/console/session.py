@@ -21,6 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from starlette.responses import Response
@@ -31,6 +32,8 @@ COOKIE = "gw_console"
 COOKIE_PATH = "/console"
 KEY_FILE = "console.key"
 SIGNED_OUT_TTL_S = 3600  # how long a sign-in form stays usable
+FLASH_COOKIE = "gw_flash"
+FLASH_TTL_S = 120  # a refusal shown after a redirect; read once
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,35 @@ class SessionCodec:
     def clear_cookie(self, response: Response) -> None:
         response.delete_cookie(
             COOKIE, path=COOKIE_PATH, secure=self.secure, httponly=True, samesite="strict"
+        )
+
+    # -- a refusal carried across a post-redirect-get --------------------------------------
+
+    def set_flash(self, response: Response, payload: dict[str, Any]) -> None:
+        """A short-lived encrypted cookie with what the next page must show (a refusal)."""
+        token = self._fernet.encrypt(json.dumps(payload, separators=(",", ":")).encode())
+        response.set_cookie(
+            FLASH_COOKIE,
+            token.decode(),
+            max_age=FLASH_TTL_S,
+            path=COOKIE_PATH,
+            secure=self.secure,
+            httponly=True,
+            samesite="strict",
+        )
+
+    def read_flash(self, token: str | None) -> dict[str, Any] | None:
+        if not token:
+            return None
+        try:
+            value = json.loads(self._fernet.decrypt(token.encode(), ttl=FLASH_TTL_S))
+        except (InvalidToken, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def clear_flash(self, response: Response) -> None:
+        response.delete_cookie(
+            FLASH_COOKIE, path=COOKIE_PATH, secure=self.secure, httponly=True, samesite="strict"
         )
 
 

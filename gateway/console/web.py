@@ -22,6 +22,9 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.auth.keys import authenticate
+from gateway.auth.names import Names, load_names
+from gateway.console.format import compact_time
+from gateway.console.licence_text import licence_sentences, rights_sentences
 from gateway.console.session import COOKIE, ConsoleSession, SessionCodec
 from gateway.db.engine import unit_of_work
 from gateway.domain import Principal, Role
@@ -91,6 +94,9 @@ class Console:
     def __init__(self, settings: Settings) -> None:
         self.codec = SessionCodec.from_settings(settings)
         self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.templates.env.filters["compact_time"] = compact_time
+        self.templates.env.filters["licence_sentences"] = licence_sentences
+        self.templates.env.filters["rights_sentences"] = rights_sentences
         self.static_dir = HERE / "static"
 
     # -- routers and rendering ---------------------------------------------------------------
@@ -129,8 +135,15 @@ class Console:
         self, request: Request, template: str, status: int = 200, **context: Any
     ) -> HTMLResponse:
         visitor: Visitor | None = getattr(request.state, "visitor", None)
+        names = Names()
+        if visitor is not None:  # people and tenants by name on every page
+            with unit_of_work(visitor.runtime.sessions) as session:
+                names = load_names(session)
         response = self.templates.TemplateResponse(
-            request, template, {"visitor": visitor, **context}, status_code=status
+            request,
+            template,
+            {"visitor": visitor, "names": names, **context},
+            status_code=status,
         )
         assert isinstance(response, HTMLResponse)
         return response

@@ -1,21 +1,28 @@
 """Policy tests legal can write: ``policies/tests/*_test.yaml`` cases run against the bundle.
 
-Each case names a model, an intended use and tenant facts, and what must come out: the
-decision, reason codes, cited clauses and rights fields. A bundle whose tests fail cannot be
-activated (the gateway refuses to start with it).
+Licence cases (``cases``) name a model, an intended use and tenant facts, and what must come
+out: the decision, reason codes, cited clauses and rights fields. A bundle whose licence cases
+fail cannot be activated (the gateway refuses to start with it). Content cases
+(``content_cases``, a prompt and its expected outcome) need the prompt classifier and run in
+``content_tests.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
 from gateway.policy.bundle import PolicyBundle, PolicyError, PolicyIssue, _line
 from gateway.policy.evaluate import evaluate_model
-from gateway.policy.schema import PolicyTestCase, PolicyTests
+from gateway.policy.schema import ContentTestCase, PolicyTestCase, PolicyTests
+
+C = TypeVar("C", PolicyTestCase, ContentTestCase)
+
+
+CaseKind = Literal["licence", "content"]
 
 
 @dataclass(frozen=True)
@@ -25,19 +32,41 @@ class CaseResult:
     passed: bool
     failures: list[str]
     decision: str
+    kind: CaseKind = "licence"
+    line: int | None = None  # where the case starts in its file
 
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
             "name": self.name,
+            "kind": self.kind,
+            "line": self.line,
             "passed": self.passed,
             "decision": self.decision,
             "failures": self.failures,
         }
 
 
+@dataclass(frozen=True)
+class Located(Generic[C]):
+    """A test case with the file and line it came from."""
+
+    file: str
+    line: int | None
+    case: C
+
+
 def load_cases(bundle: PolicyBundle) -> list[tuple[str, PolicyTestCase]]:
-    cases: list[tuple[str, PolicyTestCase]] = []
+    """The licence cases of every test file (raises ``PolicyError`` if one does not parse)."""
+    return [(c.file, c.case) for c in load_test_files(bundle)[0]]
+
+
+def load_test_files(
+    bundle: PolicyBundle,
+) -> tuple[list[Located[PolicyTestCase]], list[Located[ContentTestCase]]]:
+    """Licence cases and content cases of every ``tests/*_test.yaml``."""
+    cases: list[Located[PolicyTestCase]] = []
+    content: list[Located[ContentTestCase]] = []
     issues: list[PolicyIssue] = []
     for name in sorted(
         n for n in bundle.files if n.startswith("tests/") and n.endswith("_test.yaml")
@@ -71,13 +100,19 @@ def load_cases(bundle: PolicyBundle) -> list[tuple[str, PolicyTestCase]]:
                     )
                 )
             else:
-                cases.append((name, case))
+                cases.append(Located(name, _line(text, ("cases", i)), case))
+        content += [
+            Located(name, _line(text, ("content_cases", i)), case)
+            for i, case in enumerate(parsed.content_cases)
+        ]
     if issues:
         raise PolicyError(issues)
-    return cases
+    return cases, content
 
 
-def run_case(bundle: PolicyBundle, file: str, case: PolicyTestCase) -> CaseResult:
+def run_case(
+    bundle: PolicyBundle, file: str, case: PolicyTestCase, line: int | None = None
+) -> CaseResult:
     verdict = evaluate_model(bundle, case.model, case.intended_use, case.facts)
     failures: list[str] = []
     exp = case.expect
@@ -95,11 +130,12 @@ def run_case(bundle: PolicyBundle, file: str, case: PolicyTestCase) -> CaseResul
         got = _lookup(verdict.rights, key)
         if got != want:
             failures.append(f"rights.{key} is {got!r}, expected {want!r}")
-    return CaseResult(file, case.name, not failures, failures, verdict.decision)
+    return CaseResult(file, case.name, not failures, failures, verdict.decision, "licence", line)
 
 
 def run_policy_tests(bundle: PolicyBundle) -> list[CaseResult]:
-    return [run_case(bundle, file, case) for file, case in load_cases(bundle)]
+    """The licence cases (no classifier needed: start-up and every refresh run these)."""
+    return [run_case(bundle, c.file, c.case, c.line) for c in load_test_files(bundle)[0]]
 
 
 def _lookup(data: dict[str, Any], dotted: str) -> Any:

@@ -308,9 +308,34 @@ class PolicyTestCase(Strict):
         return v
 
 
+class ContentTestCase(Strict):
+    """A prompt and what the content policy must do with it (``content_cases``)."""
+
+    prompt: str = Field(min_length=1)
+    expect: Literal["allowed", "blocked"]
+    categories: list[str] = Field(
+        default_factory=list, description="categories that must be among those that block"
+    )
+    not_categories: list[str] = Field(
+        default_factory=list, description="categories that must not block"
+    )
+    name: str | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ContentTestCase:
+        unknown = sorted(set(self.categories + self.not_categories) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories: {', '.join(unknown)}")
+        if self.expect == "allowed" and self.categories:
+            raise ValueError("an allowed prompt cannot name categories that block it")
+        return self
+
+
 class PolicyTests(Strict):
     schema_version: Literal[1]
-    cases: list[PolicyTestCase]
+    cases: list[PolicyTestCase] = Field(default_factory=list)
+    content_cases: list[ContentTestCase] = Field(default_factory=list)
 
 
 class UseEntry(Strict):

@@ -3,6 +3,9 @@
 ``PolicyService`` is what the HTTP routes (``api/policies.py``) and the console call. Every
 workflow action is an audit event in the same transaction as the change it records.
 
+Submitting and approving run the draft's validation, licence cases and content cases
+(``draft_checks.py``) and refuse a draft that fails any.
+
 States: ``draft`` (editable by legal editors) -> ``in_review`` (frozen, awaiting approval)
 -> ``published`` (in force from ``effective_at``) -> ``retired`` (a later version took over);
 ``in_review`` -> ``rejected`` (with a reason). The approver must be a different principal
@@ -11,7 +14,6 @@ from every author of the draft (``four_eyes_required``).
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,9 +26,8 @@ from gateway.db.engine import unit_of_work
 from gateway.db.models import PolicyVersion
 from gateway.domain import Principal, Role
 from gateway.errors import GatewayError
-from gateway.policy.active import PolicyTestsFailed, check_bundle
-from gateway.policy.bundle import PolicyBundle, PolicyError, bundle_version, parse_bundle
-from gateway.policy.policy_tests import run_policy_tests
+from gateway.policy.bundle import PolicyError, bundle_version, parse_bundle
+from gateway.policy.draft_checks import diff_files, ready, tests_json, validation_json
 from gateway.policy.replay import replay_decisions
 from gateway.policy.store import (
     DRAFT,
@@ -75,53 +76,6 @@ def _check_files(files: Mapping[str, str | None]) -> None:
             raise GatewayError(
                 422, "invalid_files", f"{name!r} is larger than 1 MB", param=f"files.{name}"
             )
-
-
-def validation_json(files: Mapping[str, str]) -> dict[str, Any]:
-    try:
-        parse_bundle(files)
-    except PolicyError as exc:
-        return {"valid": False, "errors": [i.to_json() for i in exc.issues]}
-    return {"valid": True, "errors": []}
-
-
-def tests_json(files: Mapping[str, str]) -> dict[str, Any]:
-    try:
-        bundle = parse_bundle(files)
-        results = run_policy_tests(bundle)
-    except PolicyError as exc:
-        return {
-            "passed": False,
-            "total": 0,
-            "failed": 0,
-            "errors": [i.to_json() for i in exc.issues],
-            "cases": [],
-        }
-    failed = sum(not r.passed for r in results)
-    return {
-        "passed": failed == 0,
-        "total": len(results),
-        "failed": failed,
-        "errors": [],
-        "cases": [r.to_json() for r in results],
-    }
-
-
-def diff_files(a: Mapping[str, str], b: Mapping[str, str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for name in sorted(set(a) | set(b)):
-        before, after = a.get(name), b.get(name)
-        if before == after:
-            continue
-        change = "added" if before is None else "removed" if after is None else "modified"
-        lines = difflib.unified_diff(
-            (before or "").splitlines(keepends=True),
-            (after or "").splitlines(keepends=True),
-            fromfile=f"a/{name}",
-            tofile=f"b/{name}",
-        )
-        out.append({"path": name, "change": change, "diff": "".join(lines)})
-    return out
 
 
 def record_draft(
@@ -240,12 +194,13 @@ class PolicyService:
         return validation_json(self.files(draft_id))
 
     def test(self, draft_id: int) -> dict[str, Any]:
-        return tests_json(self.files(draft_id))
+        return tests_json(self.files(draft_id), self._rt.draft_classifier)
 
     def replay(
         self, principal: Principal, draft_id: int, limit: int, since: datetime | None = None
     ) -> dict[str, Any]:
-        _require(principal, Role.LEGAL_EDITOR, "replaying a draft")
+        if not principal.has(Role.LEGAL_APPROVER):  # an approver replays what they review
+            _require(principal, Role.LEGAL_EDITOR, "replaying a draft")
         files = self.files(draft_id)
         try:
             bundle = parse_bundle(files)
@@ -271,7 +226,7 @@ class PolicyService:
         with unit_of_work(self._rt.sessions) as session:
             row = self._draft(session, draft_id)
             files = decode_files(row.files)
-            _ready(files)
+            ready(files, self._rt.draft_classifier)
             row.status = IN_REVIEW
             row.submitted_by = principal_id(principal)
             row.submitted_at = now_utc()
@@ -292,7 +247,7 @@ class PolicyService:
                     "four_eyes_required",
                     "the approver must be a different person from every author of the draft",
                 )
-            _ready(decode_files(row.files))
+            ready(decode_files(row.files), self._rt.draft_classifier)
             at = now_utc()
             row.status = PUBLISHED
             row.decided_by = who
@@ -388,25 +343,3 @@ def _overlay(base: Mapping[str, str], files: Mapping[str, str | None]) -> dict[s
         else:
             merged[name] = text
     return merged
-
-
-def _ready(files: Mapping[str, str]) -> PolicyBundle:
-    """A bundle may leave the draft state only when it validates and its own tests pass."""
-    try:
-        bundle = parse_bundle(files)
-        check_bundle(bundle)
-    except PolicyError as exc:
-        raise GatewayError(
-            422,
-            "policy_invalid",
-            "the draft does not validate: " + "; ".join(str(i) for i in exc.issues[:5]),
-            extra={"errors": [i.to_json() for i in exc.issues]},
-        ) from None
-    except PolicyTestsFailed as exc:
-        raise GatewayError(
-            422,
-            "policy_tests_failed",
-            f"{len(exc.failed)} of the draft's policy tests fail",
-            extra={"failures": [r.to_json() for r in exc.failed]},
-        ) from None
-    return bundle

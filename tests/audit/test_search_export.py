@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 
 from gateway.audit.export import export_chunks
 from gateway.audit.export_format import COLUMNS
-from gateway.audit.report import aggregate, write_pdf_report
+from gateway.audit.report import aggregate, policy_approvals, write_pdf_report
 from gateway.audit.search import (
     DecisionFilters,
     iso_utc,
     iter_decision_batches,
     iter_decisions,
 )
+from gateway.auth.names import load_names
 from gateway.cli import app as cli_app
 from gateway.db.models import AuditEvent, Decision
 from gateway.domain import Role
@@ -44,7 +45,7 @@ def _post(client: TestClient, key: str, body: dict[str, Any], status: int) -> st
 
 def seed(client: TestClient, make_key: KeyFactory) -> dict[str, list[str]]:
     """acme: 2 allowed, 2 prompt-blocked, 1 licence-denied; globex: 1 allowed."""
-    acme = make_key(Role.REQUESTER, tenant="acme")
+    acme = make_key(Role.REQUESTER, tenant="acme", label="Acme web app")
     globex = make_key(Role.REQUESTER, tenant="globex")
     return {
         "allowed": [
@@ -232,6 +233,9 @@ def test_exports_csv_jsonl_and_pdf(
     refused = by_id[ids["prompt_blocked"][0]]
     assert refused["outcome"] == "prompt_blocked" and refused["http_status"] == "400"
     assert refused["prompt"] == "explicit porn" and refused["user"] == "u-2"
+    # people and tenants by name beside their ids
+    assert refused["tenant_name"] == "acme" and refused["tenant_id"].startswith("ten_")
+    assert refused["key_label"] == "Acme web app" and refused["key_id"]
     assert "sexual" in refused["flagged_categories"].split(";")
     assert json.loads(refused["category_scores"])["sexual"] > 0.5
     assert refused["image_sha256s"] == ""
@@ -248,6 +252,7 @@ def test_exports_csv_jsonl_and_pdf(
     parsed = [json.loads(line) for line in lines]
     assert [p["decision_id"] for p in parsed] == acme
     assert "sexual" in parsed[2]["flagged_categories"]
+    assert parsed[2]["tenant_name"] == "acme" and parsed[2]["key_label"] == "Acme web app"
     assert len(parsed[1]["image_sha256s"]) == 2
     assert isinstance(parsed[0]["rights"], dict) and isinstance(parsed[0]["received_seq"], int)
 
@@ -276,6 +281,9 @@ def test_report_aggregates_and_prints_verification(
     assert totals.refused_total == 3 and len(totals.refused) == 2  # capped
     assert {r[0] for r in totals.refused} <= set(ids["prompt_blocked"] + ids["licence_denied"])
     assert len(totals.versions) == 1
+    with runtime.sessions() as session:  # the report names who approved each version
+        approvals = policy_approvals(session, load_names(session))
+    assert approvals == {runtime.bundle.version: "v1, system:seed"}
     out = io.BytesIO()
     verification = {
         "ok": True,

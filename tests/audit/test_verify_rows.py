@@ -25,7 +25,8 @@ from sqlalchemy import Table, delete, func, insert, select, text, update
 from typer.testing import CliRunner
 
 from gateway.app import create_app
-from gateway.audit.report import _Styles, _verification_section
+from gateway.audit.report import _verification_section
+from gateway.audit.report_layout import Styles
 from gateway.audit.verify import VerifyReport, verify_trail
 from gateway.auth.keys import create_key
 from gateway.cli import app
@@ -318,9 +319,9 @@ def test_pdf_verification_section_lists_row_mismatches(trail: Trail) -> None:
         conn.execute(text("UPDATE decisions SET model_id = 'other-model'"))
     report = trail.verify().to_json()
     assert report["ok"] is False and report["row_error_count"] == 3
-    section = _verification_section(_Styles(), report)
+    section = _verification_section(Styles(), report)
     shown = " ".join(_texts(section))
-    assert "FAILED" in shown and "3 checked against their events; 3 mismatch(es)" in shown
+    assert "FAILED" in shown and "3 checked against their events; 3 mismatches" in shown
     assert "decisions.model_id" in shown and all(d in shown for d in trail.markers)
 
 

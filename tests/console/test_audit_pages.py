@@ -68,6 +68,20 @@ def test_search_filters_and_pages(
 
     bad = console.get("/console/audit/decisions", params={"since": "yesterday"})
     assert bad.status_code == 422 and "since must be an ISO 8601" in bad.text
+    assert "since: since" not in bad.text
+
+    # a prompt column, compact times, model and licence filters as choices
+    assert '<td class="prompt-cell" title="a lighthouse at dusk">a lighthouse at dusk</td>' in (
+        page.text
+    )
+    assert re.search(
+        r'<time datetime="[^"]+" title="[^"]+">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</time>', page.text
+    )
+    for name, option in (("model", "demo-tiny"), ("licence", "apache-2.0")):
+        select = re.search(rf'<select name="{name}">(.*?)</select>', page.text, re.S)
+        assert select and f"<option>{option}</option>" in select.group(1), name
+    by_model = console.get("/console/audit/decisions", params={"model": "demo-tiny"})
+    assert set(_ids(by_model.text)) == {decisions["blocked"], decisions["allowed"]}
     bad_cursor = console.get("/console/audit/decisions", params={"cursor": "nope"})
     assert bad_cursor.status_code == 422 and "cursor is not valid" in bad_cursor.text
 
@@ -80,6 +94,7 @@ def test_admin_sees_every_tenant_and_filters_by_one(
     assert set(_ids(every.text)) == {decisions["allowed"], decisions["blocked"], decisions["other"]}
     one = console.get("/console/audit/decisions", params={"tenant": "other"})
     assert _ids(one.text) == [decisions["other"]]
+    assert "<td>other</td>" in one.text and "ten_" not in one.text.split('id="decisions"')[1]
 
 
 def test_auditor_cannot_read_another_tenant(
@@ -107,7 +122,15 @@ def test_one_decision_shows_prompt_scores_licence_rights_and_policy(
     assert '<a href="/console/policies/versions/1">version 1</a>' in r.text
     r = console.get(f"/console/audit/decisions/{decisions['allowed']}")
     assert "a lighthouse at dusk" in r.text and "apache-2.0" in r.text
-    assert "commercial_use" in r.text  # rights
+    # licence and rights as sentences with their clauses: no field names, no Python values
+    licence = re.search(r'<ul class="sentences" id="licence">(.*?)</ul>', r.text, re.S)
+    rights = re.search(r'<ul class="sentences" id="rights">(.*?)</ul>', r.text, re.S)
+    assert licence and rights
+    assert "Licence apache-2.0 allows commercial use." in licence.group(1)
+    assert "Outputs may be used commercially (apache-2.0 §4" in rights.group(1)
+    assert "Outputs may be used to train other models (apache-2.0 §" in rights.group(1)
+    for text in (licence.group(1), rights.group(1)):
+        assert not re.search(r"\b[a-z]+_[a-z_]+\b|\bTrue\b|\bFalse\b", text), text
     assert "<script" not in r.text
 
 

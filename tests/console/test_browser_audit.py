@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+from pathlib import Path
 
 import httpx
 from playwright.sync_api import Browser, expect
@@ -15,8 +17,9 @@ from tests.console.live import sign_in
 
 
 def test_auditor_searches_opens_verifies_and_downloads(
-    browser: Browser, live: str, make_key: KeyFactory
+    browser: Browser, live: str, make_key: KeyFactory, tmp_path: Path
 ) -> None:
+    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
     requester = make_key(Role.REQUESTER)
     with httpx.Client(base_url=live, timeout=60) as api:
         ok = api.post("/v1/images/generations", json=BODY, headers=auth(requester))
@@ -41,6 +44,8 @@ def test_auditor_searches_opens_verifies_and_downloads(
     # search, narrow to the blocked one, open it
     nav.get_by_role("link", name="Decisions").click()
     expect(page.locator("#decisions tbody tr")).to_have_count(2)
+    expect(page.locator("#decisions")).to_contain_text("a lighthouse at dusk")  # prompt column
+    page.screenshot(path=str(shots / "search.png"), full_page=True)
     page.get_by_label("Outcome").select_option("prompt_blocked")
     page.get_by_role("button", name="Search").click()
     rows = page.locator("#decisions tbody tr")
@@ -50,6 +55,12 @@ def test_auditor_searches_opens_verifies_and_downloads(
     expect(page.locator("#prompt")).to_have_text("a n.a.k.3.d woman, full body")
     expect(page.get_by_text("content.sexual.terms:naked", exact=True)).to_be_visible()
     expect(page.locator("#policy-version")).to_have_text(ok.json()["governance"]["policy_version"])
+    # the allowed one: licence and rights as sentences citing their clauses
+    page.goto(f"{live}/console/audit/decisions/{ok.json()['governance']['decision_id']}")
+    expect(page.locator("#licence")).to_contain_text("Licence apache-2.0 allows commercial use.")
+    expect(page.locator("#rights")).to_contain_text("Outputs may be used commercially (apache-2.0")
+    expect(page.locator("#tenant")).to_contain_text("acme")
+    page.screenshot(path=str(shots / "decision.png"), full_page=True)
 
     # verify the trail
     nav.get_by_role("link", name="Verify trail").click()

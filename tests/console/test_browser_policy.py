@@ -17,9 +17,11 @@ from gateway.domain import Role
 from gateway.policy.workflow import PolicyService
 from gateway.runtime import Runtime
 from tests.conftest import KeyFactory, auth
-from tests.console.conftest import BODY
+from tests.console.conftest import BODY as LIGHTHOUSE
 from tests.console.live import sign_in
 
+# a prompt only the draft blocks: blocking "a lighthouse at dusk" would fail the content cases
+BODY = {**LIGHTHOUSE, "prompt": "a pagoda at dusk"}
 VIOLENCE_PROMPT = re.compile(
     r"(\n  violence:\n(?:    .*\n)*?      prompt: )\{low: [0-9.]+, medium: [0-9.]+, high: [0-9.]+\}"
 )
@@ -43,9 +45,6 @@ def test_editor_drafts_tests_replays_submits_and_another_person_approves(
     assert before.status_code == 200, before.text
     old_version = before.json()["governance"]["policy_version"]
     decision_id = before.json()["governance"]["decision_id"]
-    score = before.json()["governance"]["prompt_assessment"]["category_scores"]["violence"]
-    # just under what this prompt scored: the draft would block it for violence
-    x = f"{max(0.0, score - 0.0001):.4f}"
 
     # the editor works for the tenant whose traffic the replay lists (policy is global, but a
     # non-admin sees only their own tenant's decisions)
@@ -75,8 +74,9 @@ def test_editor_drafts_tests_replays_submits_and_another_person_approves(
     expect(error).to_contain_text("less than or equal to 1")
     expect(page.locator(".line-error")).to_have_count(1)
 
-    # fixed
-    fixed, _ = _with_violence_prompt(original, f"{{low: {x}, medium: {x}, high: {x}}}")
+    # fixed, and "pagoda" added to violence's terms: the draft would block the earlier prompt
+    assert "terms: [gore," in original
+    fixed = original.replace("terms: [gore,", "terms: [pagoda, gore,", 1)
     page.locator("textarea#content").fill(fixed)
     page.get_by_role("button", name="Save and validate").click()
     expect(page.locator("#validity")).to_have_text("The draft validates.")
@@ -86,6 +86,7 @@ def test_editor_drafts_tests_replays_submits_and_another_person_approves(
     page.get_by_role("button", name="Run the policy tests").click()
     summary = page.locator("#test-summary")
     expect(summary).to_contain_text("cases pass")
+    expect(summary).to_contain_text("42 content")
     expect(summary).not_to_contain_text("fail")
     assert page.locator("#cases tbody tr.passed").count() > 0
     expect(page.locator("#cases tbody tr.failed")).to_have_count(0)

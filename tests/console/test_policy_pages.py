@@ -82,14 +82,23 @@ def test_editing_shows_validation_errors_at_their_line_and_saves_lf(
     assert bad, f"no error under line {line}"
     assert f"line {line}: categories." in bad.group(1)
     assert "less than or equal to 1" in bad.group(1)
+    listed = re.search(r'<ul class="error" id="error-list">(.*?)</ul>', html, re.S)
+    assert listed and f'<a href="#L{line}" data-jump="{line}" class="jump">line {line}</a>' in (
+        listed.group(1)
+    )
     saved = PolicyService(runtime).version(draft)["files"]["content.yaml"]
     assert "\r" not in saved and saved == broken
 
     fixed = original[: match.start(4)] + "0.9" + original[match.end(4) :]
     html = _save(console, draft, "content.yaml", fixed)
     assert "The draft validates." in html and 'class="bad"' not in html
+    assert 'id="error-list"' not in html
     diff = console.get("/console/policies/diff", params={"a": 1, "b": draft})
     assert '<span class="add">+' in diff.text and "high: 0.9}" in diff.text
+    body = re.search(r'<pre class="diff">(.*?)</pre>', diff.text, re.S)
+    assert body and "\n" not in body.group(1)  # one block per line: no blank lines between
+    spans = re.findall(r'<span class="(\w+)">', body.group(1))
+    assert spans[:2] == ["meta", "meta"] and spans[2] == "hunk"
 
 
 def test_saving_without_the_csrf_token_changes_nothing(
@@ -138,18 +147,37 @@ def test_tests_replay_submit_four_eyes_and_approval(
     status, html = _post(console, f"/console/policies/drafts/{draft}/submit", version_path)
     assert status == 200 and "Submitted for review" in html and "in_review" in html
 
-    # its own author may not approve it
-    status, html = _post(console, f"/console/policies/drafts/{draft}/approve", version_path)
-    assert status == 403
-    assert 'id="action-error"' in html and "different person" in html
+    # its own author may not approve it; the refusal redirects (post-redirect-get)
+    token = csrf_of(console.get(version_path).text)
+    r = console.post(
+        f"/console/policies/drafts/{draft}/approve",
+        data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"{version_path}?refused=1"
+    page = console.get(r.headers["location"])
+    assert page.status_code == 200
+    assert 'id="action-error"' in page.text and "different person" in page.text
+    again = console.get(r.headers["location"])  # shown once: a reload does not repeat it
+    assert 'id="action-error"' not in again.text
     assert PolicyService(runtime).version(draft)["status"] == "in_review"
+    # the approver's review page shows the tests and the replay; the author's does not
+    assert 'id="review-tests"' in page.text  # the author is also an approver
 
     console.cookies.clear()
     signed_in(console, make_key(Role.LEGAL_APPROVER))
+    review = console.get(version_path).text
+    tests = re.search(r'<p id="review-tests" class="notice">\s*(\d+) of \1 cases pass', review)
+    assert tests and int(tests.group(1)) > 100, review
+    assert "licence" in review and "content)" in review
+    assert 'id="review-replay"' in review and "would turn out differently" in review
+    assert 'id="run-tests"' in review
+    overview = console.get("/console/policies").text
+    assert 'id="review-queue"' in overview and f"Version {draft}</a>: tighten" in overview
     status, html = _post(
         console, f"/console/policies/drafts/{draft}/reject", version_path, reason="  "
     )
-    assert status == 422 and "needs a reason" in html
+    assert status == 200 and "needs a reason" in html and 'id="action-error"' in html
     status, html = _post(console, f"/console/policies/drafts/{draft}/approve", version_path)
     assert status == 200 and "Approved and published" in html
     assert PolicyService(runtime).active()["id"] == draft
@@ -219,7 +247,7 @@ def test_submitting_an_invalid_draft_is_refused_with_its_errors(
     )
     version_path = f"/console/policies/versions/{draft}"
     status, html = _post(console, f"/console/policies/drafts/{draft}/submit", version_path)
-    assert status == 422 and "does not validate" in html
+    assert status == 200 and "does not validate" in html
     details = re.search(r'<ul class="error" id="action-details">(.*?)</ul>', html, re.S)
     assert details and f"content.yaml:{line}: categories." in details.group(1)
     assert PolicyService(runtime).version(draft)["status"] == "draft"

@@ -51,6 +51,7 @@ def test_seed_cases_all_pass_and_cover_the_required_ground() -> None:
 def test_cli_reports_pass_and_fail(tmp_path: Path) -> None:
     ok = CliRunner().invoke(app, ["policy", "test", str(REPO / "policies")])
     assert ok.exit_code == 0 and " 0 failed" in ok.stdout and "PASS" in ok.stdout
+    assert "content cases not run: pass --content" in ok.stdout
     bad = CliRunner().invoke(app, ["policy", "test", str(_broken_copy(tmp_path))])
     assert bad.exit_code == 1 and "FAIL" in bad.stdout and "1 failed" in bad.stdout
     assert "decision is allow, expected deny" in bad.stdout

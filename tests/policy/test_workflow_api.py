@@ -15,11 +15,12 @@ from gateway.audit.verify import verify_trail
 from gateway.db.engine import unit_of_work
 from gateway.db.models import AuditEvent, Decision
 from gateway.domain import Role
+from gateway.policy.store import IN_REVIEW, insert_version
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import KeyFactory, auth
 
-BODY = {"model": "demo-tiny", "prompt": "a lighthouse at dusk", "size": "64x64", "steps": 2}
+BODY = {"model": "demo-tiny", "prompt": "a pagoda at dusk", "size": "64x64", "steps": 2}
 VIOLENCE_TERMS = "terms: [gore, gory,"
 
 
@@ -28,7 +29,7 @@ def _with_term(content: str, term: str) -> str:
     return content.replace(VIOLENCE_TERMS, f"terms: [{term}, gore, gory,", 1)
 
 
-def _draft(client: TestClient, key: str, term: str = "lighthouse") -> tuple[int, dict[str, str]]:
+def _draft(client: TestClient, key: str, term: str = "pagoda") -> tuple[int, dict[str, str]]:
     files = client.get("/v1/policies/versions/1", headers=auth(key)).json()["files"]
     r = client.post(
         "/v1/policies/drafts",
@@ -84,12 +85,12 @@ def test_edit_replay_submit_and_four_eyes_publish(
     change = replay["changes"][0]
     assert change["decision_id"] == before.json()["governance"]["decision_id"]
     assert (change["before"], change["after"]) == ("allowed", "prompt_blocked")
-    assert any("lighthouse" in reason for reason in change["reasons"])
+    assert any("pagoda" in reason for reason in change["reasons"]), change
 
     # a second editor touches the draft: both are authors now
     r = client.put(
         f"/v1/policies/drafts/{draft_id}",
-        json={"files": {}, "note": "block lighthouses (test)"},
+        json={"files": {}, "note": "block pagodas (test)"},
         headers=auth(editor),
     )
     assert r.status_code == 200 and len(r.json()["authors"]) == 2
@@ -119,7 +120,7 @@ def test_edit_replay_submit_and_four_eyes_publish(
     assert history == {1: "retired", draft_id: "published"}
     diff = client.get(f"/v1/policies/versions/1/diff/{draft_id}", headers=auth(approver)).json()
     assert [f["path"] for f in diff["files"]] == ["content.yaml"]
-    assert "+    terms: [lighthouse, gore" in diff["files"][0]["diff"]
+    assert "+    terms: [pagoda, gore" in diff["files"][0]["diff"]
 
     after = client.post("/v1/images/generations", json=BODY, headers=auth(requester))
     assert after.status_code == 400 and after.json()["error"]["code"] == "content_policy_violation"
@@ -193,6 +194,42 @@ def test_failing_policy_tests_block_submission(client: TestClient, make_key: Key
     assert r.status_code == 422 and r.json()["error"]["code"] == "policy_tests_failed"
 
 
+def test_failing_content_cases_block_submission_and_approval(
+    client: TestClient, runtime: Runtime, make_key: KeyFactory
+) -> None:
+    """A draft that blocks "a lighthouse at dusk" fails the seed content cases: it cannot be
+    submitted; and one submitted before a content case was added cannot be approved."""
+    editor, approver = make_key(Role.LEGAL_EDITOR), make_key(Role.LEGAL_APPROVER)
+    draft_id, files = _draft(client, editor, term="lighthouse")
+    result = client.post(f"/v1/policies/drafts/{draft_id}/test", headers=auth(editor)).json()
+    assert result["passed"] is False and result["failed"] == 1, result
+    assert result["content_cases"] >= 40 and result["licence_cases"] >= 60
+    (failure,) = [c for c in result["cases"] if not c["passed"]]
+    assert failure["kind"] == "content" and failure["name"] == "a lighthouse at dusk"
+    assert failure["file"] == "tests/content_test.yaml" and failure["line"] > 1
+    assert failure["failures"] == ["the prompt is blocked (by violence), expected allowed"]
+    r = client.post(f"/v1/policies/drafts/{draft_id}/submit", headers=auth(editor))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "policy_tests_failed"
+    assert "a lighthouse at dusk" in r.json()["error"]["message"]
+
+    # a version that reached review without the checks (an older gateway submitted it, say)
+    # is refused at approval, through the same real classifier
+    content = _with_term(files["content.yaml"], "lighthouse")
+    with unit_of_work(runtime.sessions) as session:
+        row = insert_version(
+            session,
+            {**files, "content.yaml": content},
+            status=IN_REVIEW,
+            principal="key:older-gateway",
+            base_version=1,
+            note="submitted before content cases existed",
+        )
+        stale = row.id
+    r = client.post(f"/v1/policies/drafts/{stale}/approve", headers=auth(approver))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "policy_tests_failed"
+    assert client.get("/v1/policies/active", headers=auth(approver)).json()["id"] == 1
+
+
 def test_reject_needs_a_reason_and_ends_the_draft(client: TestClient, make_key: KeyFactory) -> None:
     editor, approver = make_key(Role.LEGAL_EDITOR), make_key(Role.LEGAL_APPROVER)
     draft_id, _ = _draft(client, editor)
@@ -241,7 +278,7 @@ def test_every_replica_switches_and_a_schedule_is_kept(
     with TestClient(create_app(a.settings, a)) as client:
         draft_id, _ = _draft(client, editor)
         client.post(f"/v1/policies/drafts/{draft_id}/submit", headers=auth(editor))
-        when = datetime.now(UTC) + timedelta(seconds=2)
+        when = datetime.now(UTC) + timedelta(seconds=15)  # approving runs every test first
         r = client.post(
             f"/v1/policies/drafts/{draft_id}/approve",
             json={"effective_at": when.isoformat()},
@@ -250,7 +287,7 @@ def test_every_replica_switches_and_a_schedule_is_kept(
         assert r.status_code == 200 and r.json()["state"] == "scheduled"
         assert client.get("/v1/policies/active", headers=auth(editor)).json()["id"] == 1
     assert a.policy.current().version_id == 1 and b.policy.current().version_id == 1
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 25
     while time.monotonic() < deadline and {
         a.policy.current().version_id,
         b.policy.current().version_id,
