@@ -17,8 +17,7 @@ from gateway.audit.signing import load_or_create_signer
 from gateway.audit.writer import DecisionWriter
 from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
-from gateway.generation.models import ModelManager
-from gateway.generation.worker import GenerationWorker
+from gateway.generation.models import BatchingConfig, ModelManager
 from gateway.policy.active import (
     ActivePolicy,
     Enforcement,
@@ -70,7 +69,6 @@ class Runtime:
     policy: ActivePolicy
     refresher: PolicyRefresher
     encoder: TextEncoder | None
-    worker: GenerationWorker
     executor: ThreadPoolExecutor
     recovered: list[str]
     provenance: ProvenanceService  # C2PA signing credentials and the watermark key
@@ -97,7 +95,7 @@ class Runtime:
         if self.reconciler is not None:
             self.reconciler.stop()
         self.refresher.stop()
-        self.worker.stop()
+        self.policy.current().models.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
@@ -129,6 +127,11 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    batching = BatchingConfig(
+        max_wait_s=settings.batch_max_wait_ms / 1000,
+        max_waiting_images=settings.queue_size,
+        torch_threads=settings.torch_threads,
+    )
     prompt_override = overrides.pop("prompt_classifier", None)
     image_override = overrides.pop("image_classifier", None)
 
@@ -137,7 +140,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
             previous.models
             if previous is not None
             and previous.bundle.files.get("models.yaml") == bundle.files.get("models.yaml")
-            else ModelManager(bundle.models, settings.resolved_model_dir)
+            else ModelManager(bundle.models, settings.resolved_model_dir, batching)
         )
         if previous is None or manager is not previous.models:
             manager.prepare()
@@ -165,8 +168,6 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     policy = ActivePolicy(sessions, build, build(version_id, bundle, None))
     refresher = PolicyRefresher(policy, settings.policy_refresh_s)
     refresher.start()
-    worker = GenerationWorker(settings.queue_size)
-    worker.start()
     writer = DecisionWriter(
         engine, audit, retry_s=settings.audit_retry_s, backoff_s=settings.audit_retry_backoff_s
     )
@@ -179,7 +180,6 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "policy": policy,
         "refresher": refresher,
         "encoder": models.encoder,
-        "worker": worker,
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
         "provenance": ProvenanceService.from_settings(settings),

@@ -77,7 +77,14 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    queue_size: int = Field(default=8, ge=1, description="Generation jobs waiting at most")
+    queue_size: int = Field(
+        default=16, ge=1, description="Images waiting for generation per model at most (429)"
+    )
+    batch_max_wait_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long the oldest waiting request may wait for others to share its batch",
+    )
     stage_timeout_s: float = Field(default=30.0, gt=0)
     generation_timeout_s: float = Field(default=300.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)

@@ -115,12 +115,17 @@ class BatchInfo:
 
 
 @dataclass(frozen=True)
+class Scored:
+    scores: list[ImageScores] | None  # None: no scorer, or it failed (``error``)
+    error: str | None = None
+    classifier_ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class JobOutput:
     images: list[Image.Image]
     batch: BatchInfo
-    scores: list[ImageScores] | None = None  # None: no scorer, or it failed (scores_error)
-    scores_error: str | None = None
-    classifier_ms: float = 0.0
+    scored: Future[Scored]  # completed off the owner thread, once the batch is scored
 
 
 RunBatch = Callable[[BatchKey, Sequence[ImageJob]], list[list[Image.Image]]]
@@ -310,23 +315,25 @@ class Batcher:
             raise RuntimeError("the pipeline returned the wrong number of images")
         batch_id = uuid.uuid4().hex[:16]
         size = sum(j.n for j in jobs)
-        infos = [
-            BatchInfo(batch_id, size, _ms(started - j.queued_at), generator_ms) for j in jobs
-        ]
-        self._post.submit(_finish, batch, outputs, infos)
+        scored: list[Future[Scored]] = [Future() for _ in jobs]
+        for p, images, done in zip(batch, outputs, scored, strict=True):
+            info = BatchInfo(batch_id, size, _ms(started - p.job.queued_at), generator_ms)
+            p.future.set_result(JobOutput(images, info, done))
+        self._post.submit(_score, jobs, outputs, scored)
 
 
-def _finish(
-    batch: list[_Pending], outputs: list[list[Image.Image]], infos: list[BatchInfo]
+def _score(
+    jobs: list[ImageJob], outputs: list[list[Image.Image]], scored: list[Future[Scored]]
 ) -> None:
-    """Off the owner thread: score each scorer's images in one call, then complete the jobs."""
+    """Off the owner thread: each scorer scores all its images of the batch in one call."""
     groups: dict[int, list[int]] = {}
-    for i, p in enumerate(batch):
-        if p.job.scorer is not None:
-            groups.setdefault(id(p.job.scorer), []).append(i)
-    scored: dict[int, tuple[list[ImageScores] | None, str | None, float]] = {}
+    for i, job in enumerate(jobs):
+        if job.scorer is not None:
+            groups.setdefault(id(job.scorer), []).append(i)
+        else:
+            scored[i].set_result(Scored(None))
     for members in groups.values():
-        scorer = batch[members[0]].job.scorer
+        scorer = jobs[members[0]].scorer
         assert scorer is not None
         images = [im for i in members for im in outputs[i]]
         t0 = time.monotonic()
@@ -341,11 +348,9 @@ def _finish(
         offset = 0
         for i in members:
             n = len(outputs[i])
-            scored[i] = (scores[offset : offset + n] if scores is not None else None, error, ms)
+            part = scores[offset : offset + n] if scores is not None else None
+            scored[i].set_result(Scored(part, error, ms))
             offset += n
-    for i, p in enumerate(batch):
-        scores_i, error_i, ms_i = scored.get(i, (None, None, 0.0))
-        p.future.set_result(JobOutput(outputs[i], infos[i], scores_i, error_i, ms_i))
 
 
 def _ms(seconds: float) -> float:

@@ -1,12 +1,18 @@
-"""The model manager: which registered models can generate right now, and their pipelines."""
+"""The model manager: which registered models can generate right now, and their pipelines.
+
+Each model gets a :class:`~gateway.generation.batching.Batcher` whose owner thread builds
+(demo-tiny), loads, warms up and runs the pipeline: no other thread runs torch for it.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from gateway.generation.batching import Batcher
 from gateway.generation.demo_tiny import build_demo_tiny, is_current
 from gateway.generation.loader import (
     LoadedModel,
@@ -15,9 +21,20 @@ from gateway.generation.loader import (
     load_model,
     source_path,
 )
+from gateway.generation.run import run_batch
+from gateway.generation.warmup import warm_up
 from gateway.policy.schema import ModelEntry, ModelRegistry
 
+DEFAULT_MAX_BATCH = 8  # measured: bench/throughput.py, docs/operators.md
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_wait_s: float = 0.01
+    max_waiting_images: int = 8
+    torch_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,41 +49,99 @@ class ModelStatus:
 class ModelManager:
     """Loads every registered model whose weights are present; remembers why others are not."""
 
-    def __init__(self, registry: ModelRegistry, model_dir: Path) -> None:
+    def __init__(
+        self, registry: ModelRegistry, model_dir: Path, batching: BatchingConfig | None = None
+    ) -> None:
         self._registry = registry
         self._model_dir = model_dir
+        self._batching = batching or BatchingConfig()
         self._loaded: dict[str, LoadedModel] = {}
         self._unavailable: dict[str, str] = {}
+        self._batchers: dict[str, Batcher] = {}
 
     @property
     def entries(self) -> Mapping[str, ModelEntry]:
         return self._registry.models
 
     def prepare(self) -> None:
+        """Build and load every model on its own owner thread; warm-up goes on in the background."""
         for model_id, entry in self._registry.models.items():
-            if entry.source.kind == "demo_tiny":
-                path = source_path(entry, self._model_dir)
-                if not path.exists() or not is_current(path):
-                    log.info("building %s into %s", model_id, path)
-                    try:
-                        build_demo_tiny(path)
-                    except OSError as exc:
-                        if not path.exists():
-                            reason = f"could not build {model_id} at {path}: {exc}"
-                            self._unavailable[model_id] = reason
-                            log.warning("%s", reason)
-                            continue
-                        # an older build stays usable (only slow at 512x512)
-                        log.warning("could not rebuild %s at %s: %s", model_id, path, exc)
+            if entry.source.kind == "lora":
+                self._unavailable[model_id] = self._refusal(model_id, entry)
+                continue
+            batcher = Batcher(
+                model_id,
+                max_batch=entry.options.max_batch or DEFAULT_MAX_BATCH,
+                max_wait_s=self._batching.max_wait_s,
+                max_waiting_images=self._batching.max_waiting_images,
+                torch_threads=self._batching.torch_threads,
+            )
             try:
-                self._loaded[model_id] = load_model(model_id, entry, self._model_dir)
-                log.info("model %s ready", model_id)
+                loaded = batcher.call(partial(self._load, model_id, entry)).result()
             except ModelUnavailable as exc:
+                batcher.stop()
                 self._unavailable[model_id] = str(exc)
                 # not installed is the normal state of most registered models: `gateway models
                 # list` says why; a pin mismatch or a failed load is worth a warning
                 level = logging.DEBUG if isinstance(exc, ModelNotInstalled) else logging.WARNING
                 log.log(level, "model %s unavailable: %s", model_id, exc)
+                continue
+            self._loaded[model_id] = loaded
+            self._batchers[model_id] = batcher
+            batcher.set_runner(partial(run_batch, loaded))
+            batcher.call(partial(self._warm, loaded, batcher))
+            log.info("model %s loaded; warming up", model_id)
+
+    def _refusal(self, model_id: str, entry: ModelEntry) -> str:
+        try:
+            load_model(model_id, entry, self._model_dir)
+        except ModelUnavailable as exc:
+            return str(exc)
+        return f"{model_id} cannot be served"  # pragma: no cover - load_model refuses LoRA
+
+    def _load(self, model_id: str, entry: ModelEntry) -> LoadedModel:
+        """On the owner thread: build demo-tiny if needed, then load and check the pins."""
+        if entry.source.kind == "demo_tiny":
+            path = source_path(entry, self._model_dir)
+            if not path.exists() or not is_current(path):
+                log.info("building %s into %s", model_id, path)
+                try:
+                    build_demo_tiny(path)
+                except OSError as exc:
+                    if not path.exists():
+                        raise ModelUnavailable(
+                            f"could not build {model_id} at {path}: {exc}"
+                        ) from exc
+                    # an older build stays usable (only slow at 512x512)
+                    log.warning("could not rebuild %s at %s: %s", model_id, path, exc)
+        return load_model(model_id, entry, self._model_dir)
+
+    @staticmethod
+    def _warm(loaded: LoadedModel, batcher: Batcher) -> None:
+        try:
+            warm_up(loaded, batcher.max_batch)
+        except Exception:  # requests still run (and fail closed if the pipeline is broken)
+            log.exception("warm-up of %s failed", loaded.model_id)
+        finally:
+            batcher.ready.set()
+
+    def batcher(self, model_id: str) -> Batcher:
+        batcher = self._batchers.get(model_id)
+        if batcher is None:
+            raise ModelUnavailable(self.status(model_id).reason or model_id)
+        return batcher
+
+    def warming(self) -> list[str]:
+        """Loaded models whose warm-up has not finished (``/readyz`` is not ready meanwhile)."""
+        return [m for m, b in self._batchers.items() if not b.ready.is_set()]
+
+    def waiting_images(self, model_id: str) -> int:
+        batcher = self._batchers.get(model_id)
+        return batcher.waiting_images() if batcher is not None else 0
+
+    def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.stop()
 
     def status(self, model_id: str) -> ModelStatus:
         entry = self._registry.models[model_id]

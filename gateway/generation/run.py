@@ -82,5 +82,7 @@ def run_batch(
 def run_pipeline(model: LoadedModel, params: GenerationParams) -> list[Image.Image]:
     """One request's images, run directly (tests, benchmarks): the same call a batch makes."""
     key = batch_key(model, params.width, params.height, params.steps)
-    job = ImageJob(key, params.prompt, params.negative_prompt, image_seeds(params.seed, params.n), 0)
+    job = ImageJob(
+        key, params.prompt, params.negative_prompt, image_seeds(params.seed, params.n), 0
+    )
     return run_batch(model, key, [job])[0]
