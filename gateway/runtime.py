@@ -131,6 +131,7 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         max_wait_s=settings.batch_max_wait_ms / 1000,
         max_waiting_images=settings.queue_size,
         torch_threads=settings.torch_threads,
+        cpu_batch_invariant=settings.cpu_batch_invariant,
     )
     prompt_override = overrides.pop("prompt_classifier", None)
     image_override = overrides.pop("image_classifier", None)

@@ -88,7 +88,14 @@ class Settings(BaseSettings):
     stage_timeout_s: float = Field(default=30.0, gt=0)
     generation_timeout_s: float = Field(default=300.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)
-    torch_threads: int | None = Field(default=None, ge=1)
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads of each model's owner thread"
+    )
+    cpu_batch_invariant: bool = Field(
+        default=True,
+        description="On a CPU, turn torch's oneDNN convolutions off so that an image is "
+        "pixel-identical alone or in a batch (see docs/operators.md for the cost)",
+    )
     bootstrap_admin: bool = Field(default=True, description="Create an admin key on first start")
     audit_signing_key: SecretStr | None = Field(
         default=None, description="base64 Ed25519 seed; default <data_dir>/audit-signing-key"

@@ -35,6 +35,7 @@ class BatchingConfig:
     max_wait_s: float = 0.01
     max_waiting_images: int = 8
     torch_threads: int | None = None
+    cpu_batch_invariant: bool = True  # oneDNN off on CPU: batched pixels == alone pixels
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class ModelManager:
 
     def _load(self, model_id: str, entry: ModelEntry) -> LoadedModel:
         """On the owner thread: build demo-tiny if needed, then load and check the pins."""
+        if self._batching.cpu_batch_invariant:
+            _batch_invariant_cpu()
         if entry.source.kind == "demo_tiny":
             path = source_path(entry, self._model_dir)
             if not path.exists() or not is_current(path):
@@ -159,3 +162,13 @@ class ModelManager:
         if loaded is None:
             raise ModelUnavailable(self.status(model_id).reason or model_id)
         return loaded
+
+
+def _batch_invariant_cpu() -> None:
+    """oneDNN (mkldnn) picks convolution algorithms by batch size, so on a CPU an image's
+    last bits depend on its batch; torch's own convolutions do not (measured: docs/operators.md).
+    The flag is process-wide; it is only turned off when no GPU is used."""
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]

@@ -52,9 +52,9 @@ def _hold(batcher: Batcher) -> threading.Event:
 def test_image_is_the_same_alone_and_inside_a_batch(runtime: Runtime) -> None:
     """Per-image generators: image i of (seed s) is image 0 of (seed s + i), batched or not.
 
-    The initial latents are identical (one generator per image). The pixels are identical up
-    to one level of 255 at most: on a CPU, torch's GEMM and element-wise kernels round the
-    last bit differently with the batch's size (see docs/operators.md, "Batching").
+    One generator per image makes the initial latents identical; with oneDNN off
+    (``cpu_batch_invariant``, the default) the pixels are identical too. With oneDNN on, its
+    convolutions round differently by batch size: a few pixels move by one level of 255.
     """
     batcher = runtime.models.batcher(MODEL)
     loaded = runtime.models.get(MODEL)
@@ -77,9 +77,7 @@ def test_image_is_the_same_alone_and_inside_a_batch(runtime: Runtime) -> None:
     # image 1 of seed 11 == image 0 of seed 12, in the batch and alone
     reference = _pixels(alone[0].images[0])
     for candidate in (outs[0].images[1], outs[2].images[0]):
-        diff = np.abs(_pixels(candidate) - reference)
-        assert diff.max() <= 1, diff.max()
-        assert (diff > 0).mean() < 0.01
+        assert np.array_equal(_pixels(candidate), reference)
     # and different seeds/prompts really give different images
     assert np.abs(_pixels(outs[0].images[0]) - reference).max() > 8
 
