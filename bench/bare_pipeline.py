@@ -65,14 +65,18 @@ def main() -> int:
     for batch in args.batch or [1, 8]:
         call(batch, 10_000)  # warm-up (and compile)
         calls = max(1, args.images // batch)
+        call_ms = []
         t0 = time.perf_counter()
         for i in range(calls):
+            c0 = time.perf_counter()
             call(batch, i * batch)
+            call_ms.append(round((time.perf_counter() - c0) * 1000, 2))
         seconds = time.perf_counter() - t0
         results[str(batch)] = {
             "images_per_s": round(calls * batch / seconds, 3),
             "s_per_call": round(seconds / calls, 4),
             "calls": calls,
+            "call_ms": call_ms,
         }
     print(json.dumps({"shape": args.shape, "threads": torch.get_num_threads(), "batches": results}))
     return 0
