@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,11 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         )
         if previous is None or manager is not previous.models:
             manager.prepare()
+        if previous is not None and manager is not previous.models:
+            # the old models' owner threads stop once requests that took them can have ended
+            retire = threading.Timer(settings.generation_timeout_s, previous.models.close)
+            retire.daemon = True
+            retire.start()
         # an override (tests) replaces a stage, so the artefacts loaded do not describe it
         prompt, prompt_stage = (
             (prompt_override, StageArtefacts())

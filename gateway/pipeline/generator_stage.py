@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from gateway.domain import ImageScores
-from gateway.generation.batching import ImageJob, image_seeds
+from gateway.generation.batching import ImageJob, JobDropped, image_seeds
 from gateway.generation.run import batch_key
 from gateway.pipeline.request import GenerationRequest
 from gateway.pipeline.stages import StageFailure, wait_for
@@ -47,7 +47,10 @@ def generate_and_score(
         deadline=time.monotonic() + timeout_s,
         scorer=enf.image_classifier,
     )
-    future = batcher.submit(job)  # QueueFull: the waiting bound counts images
+    try:
+        future = batcher.submit(job)  # QueueFull: the waiting bound counts images
+    except JobDropped as exc:  # the model was retired by a newer policy version meanwhile
+        raise StageFailure("generator", str(exc)) from exc
     try:
         out = wait_for("generator", future, timeout_s)
     finally:
