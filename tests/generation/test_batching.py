@@ -183,3 +183,24 @@ def test_jobs_with_and_without_negative_prompt_run_apart(make_batcher: type[Batc
 def test_image_seeds_follow_the_request_seed() -> None:
     assert image_seeds(41, 3) == (41, 42, 43)
     assert image_seeds(2**63 - 1, 2) == (2**63 - 1, 0)
+
+
+def test_compile_warms_every_declared_size_and_batch_size() -> None:
+    from gateway.generation.warmup import warmup_plan
+    from gateway.policy.schema import ModelEntry
+
+    entry = {
+        "licence": "apache-2.0",
+        "source": {"kind": "pipeline_dir", "path": "m"},
+        "sizes": ["512x512", "768x512"],
+        "steps": {"min": 1, "max": 50, "default": 20},
+    }
+    plain = ModelEntry.model_validate(entry)
+    assert plain.options.compile is False and plain.options.max_batch is None
+    assert warmup_plan(plain, 4) == [(512, 512, 1)]
+    compiled = ModelEntry.model_validate({**entry, "options": {"compile": True, "max_batch": 3}})
+    assert warmup_plan(compiled, 3) == [
+        (512, 512, 1), (512, 512, 2), (512, 512, 3), (768, 512, 1), (768, 512, 2), (768, 512, 3)
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="max_batch"):
+        ModelEntry.model_validate({**entry, "options": {"max_batch": 0}})
