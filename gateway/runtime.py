@@ -43,8 +43,8 @@ from gateway.safety.loader import (
     build_image_stage,
     build_prompt_classifier,
     build_prompt_stage,
-    load_models,
 )
+from gateway.safety.loader import load_models as _load_safety_models
 from gateway.safety.prompt_classifier import PromptClassifier, TextEncoder
 from gateway.settings import Settings
 
@@ -124,10 +124,6 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     if recovered:
         log.warning("closed %d decision(s) left open by a crash as aborted", len(recovered))
     models = models or load_models(settings)
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
     batching = BatchingConfig(
         max_wait_s=settings.batch_max_wait_ms / 1000,
         max_waiting_images=settings.queue_size,
@@ -198,6 +194,17 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     )
     runtime.reconciler.start()
     return runtime
+
+
+def load_models(settings: Settings) -> Models:
+    """Load the safety models on a thread that then ends (their start-up probe runs torch).
+
+    torch's OpenMP thread team belongs to the thread that first ran it: once the main thread
+    has run torch, pipelines run by the models' owner threads were measured up to 2.4x slower
+    (docs/operators.md, §8a). The main thread of a gateway never runs torch.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-safety") as pool:
+        return pool.submit(_load_safety_models, settings).result()
 
 
 def _load_active_bundle(
