@@ -99,6 +99,8 @@ def bare(args: argparse.Namespace, batches: list[int], demo_dir: Path | None) ->
         cmd += ["--batch", str(b)]
     if args.compile:
         cmd.append("--compile")
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     progress("bare pipeline in a clean process: " + " ".join(cmd[1:]))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -123,6 +125,8 @@ def governed_http(args: argparse.Namespace) -> tuple[dict[int, dict[str, float]]
         }
         if args.max_wait_ms is not None:
             env["GATEWAY_BATCH_MAX_WAIT_MS"] = str(args.max_wait_ms)
+        if args.threads:
+            env["GATEWAY_TORCH_THREADS"] = str(args.threads)
         with start_server(env) as (base, key):
             demo_dir = Path(tmp) / "data" / "models" / "demo-tiny"
             limit = bare(args, sorted({1, args.max_batch}), demo_dir)
@@ -173,6 +177,7 @@ def governed_service(
     width, height = (int(v) for v in args.size.split("x"))
     batcher = Batcher(
         args.shape,
+        torch_threads=args.threads,
         max_batch=args.max_batch,
         max_wait_s=(args.max_wait_ms or 10.0) / 1000,
         max_waiting_images=4 * args.requests,
@@ -226,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads, bare and gateway alike"
+    )
     args = parser.parse_args(argv)
     args.concurrency = args.concurrency or [1, 8]
     args.size = args.size or {"demo-tiny": "64x64", "sd15": "512x512"}.get(args.shape, "1024x1024")
