@@ -55,15 +55,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-def run_concurrent(n: int, c: int, one: Callable[[int], None]) -> dict[str, float]:
+def run_concurrent(n: int, c: int, one: Callable[[int], Any]) -> dict[str, Any]:
     latencies: list[float] = []
+    returned: list[Any] = []
     lock = threading.Lock()
 
     def timed(i: int) -> None:
         t0 = time.perf_counter()
-        one(i)
+        value = one(i)
         with lock:
             latencies.append(time.perf_counter() - t0)
+            returned.append(value)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(c) as pool:
@@ -73,7 +75,26 @@ def run_concurrent(n: int, c: int, one: Callable[[int], None]) -> dict[str, floa
         "images_per_s": round(n / wall, 3),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p95_ms": round(percentile(latencies, 95) * 1000, 1),
+        "returned": returned,
     }
+
+
+def stage_medians(db: Path, decision_ids: Sequence[str]) -> dict[str, float]:
+    """Median ms of each stage (record.timings_ms) and batch size over these decisions."""
+    import sqlite3
+
+    values: dict[str, list[float]] = {}
+    with sqlite3.connect(db) as conn:
+        for decision_id in decision_ids:
+            row = conn.execute(
+                "SELECT record FROM decisions WHERE id = ?", (decision_id,)
+            ).fetchone()
+            record = json.loads(row[0]) if row and row[0] else {}
+            for stage, ms in record.get("timings_ms", {}).items():
+                values.setdefault(stage, []).append(float(ms))
+            if "batch" in record:
+                values.setdefault("batch_size", []).append(float(record["batch"]["size"]))
+    return {k: round(statistics.median(v), 1) for k, v in values.items()}
 
 
 def bare(args: argparse.Namespace, batches: list[int], demo_dir: Path | None) -> dict[str, Any]:
@@ -147,12 +168,15 @@ def governed_http(args: argparse.Namespace) -> tuple[dict[int, dict[str, float]]
                     )
                     if r.status_code != 200:
                         raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
+                    return str(r.json()["governance"]["decision_id"])
 
                 for i in range(3):
                     one(10_000 + i)  # warm the HTTP path
                 for c in args.concurrency:
                     progress(f"governed: {args.requests} requests at concurrency {c}")
                     results[c] = run_concurrent(args.requests, c, one)
+                    ids = results[c].pop("returned")
+                    results[c]["stages_ms"] = stage_medians(Path(tmp) / "data" / "gateway.db", ids)
         return results, limit
 
 
@@ -212,6 +236,7 @@ def governed_service(
     for c in args.concurrency:
         progress(f"service: {args.requests} requests at concurrency {c}")
         results[c] = run_concurrent(args.requests, c, one)
+        results[c].pop("returned")
     batcher.stop()
     return results, limit
 
@@ -259,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         label = f"{where}, c={c}"
         print(f"{label:<58}{r['images_per_s']:>10.2f}{r['p50_ms']:>10.1f}{r['p95_ms']:>10.1f}")
     bare_ms = batches["1"]["s_per_call"] * 1000
+    for c, r in results.items():
+        if r.get("stages_ms"):
+            stages = ", ".join(f"{k} {v}" for k, v in r["stages_ms"].items())
+            print(f"  c={c} medians (decision records): {stages}")
     print()
     if max(results) >= args.max_batch:
         top = results[max(results)]["images_per_s"]
