@@ -7,6 +7,7 @@ Each model gets a :class:`~gateway.generation.batching.Batcher` whose owner thre
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -137,6 +138,13 @@ class ModelManager:
     def warming(self) -> list[str]:
         """Loaded models whose warm-up has not finished (``/readyz`` is not ready meanwhile)."""
         return [m for m, b in self._batchers.items() if not b.ready.is_set()]
+
+    def wait_warm(self, timeout_s: float) -> bool:
+        """Block until every loaded model has warmed up (or ``timeout_s`` passed)."""
+        deadline = time.monotonic() + timeout_s
+        return all(
+            b.ready.wait(max(0.0, deadline - time.monotonic())) for b in self._batchers.values()
+        )
 
     def waiting_images(self, model_id: str) -> int:
         batcher = self._batchers.get(model_id)

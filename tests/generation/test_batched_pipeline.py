@@ -134,7 +134,7 @@ def test_readyz_waits_for_warm_up(
         return real_warm_up(loaded, max_batch)
 
     monkeypatch.setattr(models_module, "warm_up", gated)
-    runtime = runtime_factory()
+    runtime = runtime_factory(warm=False)
     client = TestClient(create_app(runtime.settings, runtime))
     try:
         r = client.get("/readyz")
