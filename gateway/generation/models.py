@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatchingConfig:
     max_wait_s: float = 0.01
-    max_waiting_images: int = 8
+    max_waiting_images: int = 16
     torch_threads: int | None = None
     cpu_batch_invariant: bool = True  # oneDNN off on CPU: batched pixels == alone pixels
 
@@ -146,9 +146,9 @@ class ModelManager:
             b.ready.wait(max(0.0, deadline - time.monotonic())) for b in self._batchers.values()
         )
 
-    def waiting_images(self, model_id: str) -> int:
-        batcher = self._batchers.get(model_id)
-        return batcher.waiting_images() if batcher is not None else 0
+    def waiting_images(self) -> dict[str, int]:
+        """Images queued and not yet started, per loaded model (the queue-depth gauge)."""
+        return {model: b.waiting_images() for model, b in self._batchers.items()}
 
     def close(self) -> None:
         for batcher in self._batchers.values():

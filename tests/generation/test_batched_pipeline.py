@@ -146,3 +146,14 @@ def test_readyz_waits_for_warm_up(
     r = client.get("/readyz")
     assert r.status_code == 200, r.json()
     assert r.json()["checks"]["warming"] == []
+
+
+def test_queue_depth_counts_waiting_images_per_model(runtime: Runtime) -> None:
+    batcher = runtime.models.batcher(MODEL)
+    loaded = runtime.models.get(MODEL)
+    release = _hold(batcher)
+    try:
+        batcher.submit(_job(loaded, "a lighthouse", 1, n=3))
+        assert runtime.models.waiting_images() == {MODEL: 3}
+    finally:
+        release.set()
