@@ -2,8 +2,9 @@
 
 Builds a fresh runtime in a temporary data directory (SQLite unless ``--database-url`` names
 another database), which builds demo-tiny and loads every model through the real code. The
-baseline calls the very same pipeline object that the gateway's generator stage uses. Both paths
-are warmed up, then interleaved (alternating which goes first) so that drift hits both equally.
+baseline is the bare diffusers call on the same demo-tiny folder, measured by
+``bench/bare_pipeline.py`` in its own clean process (a baseline taken inside the gateway's
+process is slowed by whatever else runs there, and hides the loss: issue 11).
 
     .venv/bin/python bench/overhead.py [--requests N] [--steps 4] [--size 64x64]
                                        [--database-url URL] [--uvicorn]
@@ -101,7 +102,6 @@ class Samples:
     bare_ms: list[float] = field(default_factory=list)
     gateway_ms: list[float] = field(default_factory=list)
     decision_ids: list[str] = field(default_factory=list)
-    identical_pixels: list[bool] = field(default_factory=list)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -118,20 +118,29 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def bare_call(runtime: Runtime, prompt: str, steps: int, size: str, seed: int) -> Image.Image:
-    """The bare diffusers call on the pipeline object the gateway itself uses."""
-    width, height = parse_size(size)
-    pipeline = runtime.models.get(MODEL).pipeline
-    result = pipeline(
-        prompt=prompt,
-        num_inference_steps=steps,
-        width=width,
-        height=height,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pil",
-    )
-    image: Image.Image = result.images[0]
-    return image
+def bare_in_clean_process(runtime: Runtime, n: int, steps: int, size: str) -> list[float]:
+    """Per-call ms of the bare pipeline (one image per call), in a separate process."""
+    import json
+    import subprocess
+
+    demo_dir = runtime.settings.resolved_model_dir / MODEL
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "bare_pipeline.py"),
+        "--demo-dir",
+        str(demo_dir),
+        "--size",
+        size,
+        "--steps",
+        str(steps),
+        "--batch",
+        "1",
+        "--images",
+        str(n),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    calls: list[float] = json.loads(out.strip().splitlines()[-1])["batches"]["1"]["call_ms"]
+    return calls
 
 
 def gateway_call(
@@ -161,37 +170,26 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def measure(
     runtime: Runtime, client: HttpClient, key: str, n: int, steps: int, size: str
 ) -> Samples:
-    def bare(i: int) -> tuple[float, Image.Image]:
-        ms, image = timed(lambda: bare_call(runtime, PROMPTS[i % len(PROMPTS)], steps, size, i))
-        return ms, image
-
     def gateway(i: int) -> tuple[float, HttpResponse]:
         prompt = PROMPTS[i % len(PROMPTS)]
         ms, response = timed(lambda: gateway_call(client, key, prompt, steps, size, i))
         return ms, response
 
-    progress(f"warming up ({WARMUP} calls each)")
+    progress(f"warming up ({WARMUP} calls)")
     for i in range(WARMUP):
-        bare(1000 + i)
         decode_image(gateway(1000 + i)[1])
 
     samples = Samples()
-    progress(f"measuring {n} interleaved pairs")
+    progress(f"measuring {n} gateway requests")
     for i in range(n):
-        # Alternate the order within each pair so neither path always runs "second".
-        if i % 2 == 0:
-            bare_ms, bare_image = bare(i)
-            gw_ms, response = gateway(i)
-        else:
-            gw_ms, response = gateway(i)
-            bare_ms, bare_image = bare(i)
-        decision_id, gw_image = decode_image(response)
-        samples.bare_ms.append(bare_ms)
+        gw_ms, response = gateway(i)
+        decision_id, _ = decode_image(response)
         samples.gateway_ms.append(gw_ms)
         samples.decision_ids.append(decision_id)
-        samples.identical_pixels.append(gw_image.tobytes() == bare_image.convert("RGB").tobytes())
         if (i + 1) % 10 == 0 or i + 1 == n:
             progress(f"  {i + 1}/{n}")
+    progress("measuring the bare pipeline in a clean process (the gateway is idle)")
+    samples.bare_ms = bare_in_clean_process(runtime, n, steps, size)
     return samples
 
 
@@ -254,8 +252,6 @@ def report(args: argparse.Namespace, runtime: Runtime, samples: Samples, transpo
     stages = stage_timings(runtime, samples.decision_ids)
     bare_med = statistics.median(samples.bare_ms)
     gw_med = statistics.median(samples.gateway_ms)
-    ratios = [g / b for g, b in zip(samples.gateway_ms, samples.bare_ms, strict=True)]
-    overheads = [g - b for g, b in zip(samples.gateway_ms, samples.bare_ms, strict=True)]
     ratio = gw_med / bare_med
     recorded = [sum(v) for v in zip(*stages.values(), strict=True)] if stages else []
     rest = [g - r for g, r in zip(samples.gateway_ms, recorded, strict=True)]
@@ -273,12 +269,11 @@ def report(args: argparse.Namespace, runtime: Runtime, samples: Samples, transpo
     print()
     print(f"{'path':<34}{'median ms':>12}{'p95 ms':>12}")
     print("-" * 58)
-    print(f"{'bare diffusers':<34}{bare_med:>12.1f}{percentile(samples.bare_ms, 95):>12.1f}")
+    bare_p95 = percentile(samples.bare_ms, 95)
+    print(f"{'bare (own clean process)':<34}{bare_med:>12.1f}{bare_p95:>12.1f}")
     print(f"{'gateway':<34}{gw_med:>12.1f}{percentile(samples.gateway_ms, 95):>12.1f}")
     print()
     print(f"{'ratio gateway/bare (of medians)':<34}{ratio:>12.2f}")
-    print(f"{'ratio gateway/bare (median pair)':<34}{statistics.median(ratios):>12.2f}")
-    print(f"{'overhead ms (median pair)':<34}{statistics.median(overheads):>12.1f}")
     print(f"{'overhead ms (diff of medians)':<34}{gw_med - bare_med:>12.1f}")
     print()
     print("Gateway stages (decision record timings_ms)")
@@ -293,8 +288,6 @@ def report(args: argparse.Namespace, runtime: Runtime, samples: Samples, transpo
         label = "rest (HTTP, auth, DB, JSON)"
         print(f"{label:<34}{statistics.median(rest):>12.1f}{percentile(rest, 95):>12.1f}")
     print()
-    same = sum(samples.identical_pixels)
-    print(f"identical pixels, gateway vs bare (same seed): {same}/{len(samples.identical_pixels)}")
     met = ratio <= AIM_RATIO
     aim = f"aim: gateway/bare ratio of medians <= {AIM_RATIO} at {AIM_STEPS} steps, {AIM_SIZE}"
     if args.steps == AIM_STEPS and args.size == AIM_SIZE:

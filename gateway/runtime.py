@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,8 +20,7 @@ from gateway.audit.signing import load_or_create_signer
 from gateway.audit.writer import DecisionWriter
 from gateway.db.engine import make_engine, make_session_factory, unit_of_work
 from gateway.db.migrate import upgrade
-from gateway.generation.models import ModelManager
-from gateway.generation.worker import GenerationWorker
+from gateway.generation.models import BatchingConfig, ModelManager
 from gateway.observability.metrics import GatewayMetrics, PolicyInForce
 from gateway.pipeline.quarantine import QuarantineStore, quarantine_from_settings
 from gateway.policy.active import (
@@ -47,8 +47,8 @@ from gateway.safety.loader import (
     build_image_stage,
     build_prompt_classifier,
     build_prompt_stage,
-    load_models,
 )
+from gateway.safety.loader import load_models as _load_safety_models
 from gateway.safety.prompt_classifier import PromptClassifier, TextEncoder
 from gateway.settings import Settings
 from gateway.shared_secrets import check_shared_secrets, replica_secrets
@@ -75,7 +75,6 @@ class Runtime:
     policy: ActivePolicy
     refresher: PolicyRefresher
     encoder: TextEncoder | None
-    worker: GenerationWorker
     executor: ThreadPoolExecutor
     recovered: list[str]
     provenance: ProvenanceService  # C2PA signing credentials and the watermark key
@@ -102,11 +101,15 @@ class Runtime:
     def models(self) -> ModelManager:
         return self.policy.current().models
 
+    def waiting_images(self) -> dict[str, int]:
+        """Images queued for generation per model, in the version in force (queue depth)."""
+        return self.models.waiting_images()
+
     def close(self) -> None:
         if self.reconciler is not None:
             self.reconciler.stop()
         self.refresher.stop()
-        self.worker.stop()
+        self.policy.current().models.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
@@ -148,10 +151,12 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     if recovered:
         log.warning("closed %d decision(s) left open by a crash as aborted", len(recovered))
     models = models or load_models(settings)
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    batching = BatchingConfig(
+        max_wait_s=settings.batch_max_wait_ms / 1000,
+        max_waiting_images=settings.queue_size,
+        torch_threads=settings.torch_threads,
+        cpu_batch_invariant=settings.cpu_batch_invariant,
+    )
     prompt_override = overrides.pop("prompt_classifier", None)
     image_override = overrides.pop("image_classifier", None)
 
@@ -160,10 +165,15 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
             previous.models
             if previous is not None
             and previous.bundle.files.get("models.yaml") == bundle.files.get("models.yaml")
-            else ModelManager(bundle.models, settings.resolved_model_dir)
+            else ModelManager(bundle.models, settings.resolved_model_dir, batching)
         )
         if previous is None or manager is not previous.models:
             manager.prepare()
+        if previous is not None and manager is not previous.models:
+            # the old models' owner threads stop once requests that took them can have ended
+            retire = threading.Timer(settings.generation_timeout_s, previous.models.close)
+            retire.daemon = True
+            retire.start()
         # an override (tests) replaces a stage, so the artefacts loaded do not describe it
         prompt, prompt_stage = (
             (prompt_override, StageArtefacts())
@@ -193,8 +203,6 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     policy = ActivePolicy(sessions, build, build(version_id, bundle, None))
     refresher = PolicyRefresher(policy, settings.policy_refresh_s)
     refresher.start()
-    worker = GenerationWorker(settings.queue_size)
-    worker.start()
     metrics = GatewayMetrics()
     writer = DecisionWriter(
         engine,
@@ -212,7 +220,6 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         "policy": policy,
         "refresher": refresher,
         "encoder": models.encoder,
-        "worker": worker,
         "executor": ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage"),
         "recovered": recovered,
         "provenance": provenance,
@@ -227,15 +234,24 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
         enf = runtime.policy.current()
         return PolicyInForce(enf.version_id, enf.bundle.version)
 
-    # read at scrape time; a batcher replacing the worker is rewired here (``waiting``)
-    runtime.metrics.watch(
-        models=lambda: runtime.models.entries, waiting=runtime.worker, policy=in_force
-    )
+    # read at scrape time: the batchers of the version in force (a new version, new batchers)
+    runtime.metrics.watch(models=lambda: runtime.models.entries, waiting=runtime, policy=in_force)
     runtime.reconciler = Reconciler(
         sessions, audit, runtime.decisions, settings.instance_id, settings.reconcile_interval_s
     )
     runtime.reconciler.start()
     return runtime
+
+
+def load_models(settings: Settings) -> Models:
+    """Load the safety models on a thread that then ends (their start-up probe runs torch).
+
+    torch's OpenMP thread team belongs to the thread that first ran it: once the main thread
+    has run torch, pipelines run by the models' owner threads were measured up to 2.4x slower
+    (docs/operators.md, §8a). The main thread of a gateway never runs torch.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-safety") as pool:
+        return pool.submit(_load_safety_models, settings).result()
 
 
 def _load_active_bundle(

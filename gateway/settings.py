@@ -89,11 +89,25 @@ class Settings(BaseSettings):
         le=65535,
         description="Serve the metrics on this port of `host` only, not on the API's port",
     )
-    queue_size: int = Field(default=8, ge=1, description="Generation jobs waiting at most")
+    queue_size: int = Field(
+        default=16, ge=1, description="Images waiting for generation per model at most (429)"
+    )
+    batch_max_wait_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long the oldest waiting request may wait for others to share its batch",
+    )
     stage_timeout_s: float = Field(default=30.0, gt=0)
     generation_timeout_s: float = Field(default=300.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)
-    torch_threads: int | None = Field(default=None, ge=1)
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads of each model's owner thread"
+    )
+    cpu_batch_invariant: bool = Field(
+        default=True,
+        description="On a CPU, turn torch's oneDNN convolutions off so that an image is "
+        "pixel-identical alone or in a batch (see docs/operators.md for the cost)",
+    )
     bootstrap_admin: bool = Field(default=True, description="Create an admin key on first start")
     audit_signing_key: SecretStr | None = Field(
         default=None, description="base64 Ed25519 seed; default <data_dir>/audit-signing-key"

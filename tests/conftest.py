@@ -108,10 +108,16 @@ def runtime_factory(
     made: list[Runtime] = []
 
     def make(
-        settings: Settings | None = None, models: Models | None = None, **parts: Any
+        settings: Settings | None = None,
+        models: Models | None = None,
+        *,
+        warm: bool = True,
+        **parts: Any,
     ) -> Runtime:
         runtime = build_runtime(settings or settings_factory(), models or shared_models, **parts)
         made.append(runtime)
+        if warm:  # /readyz says not ready until the models' warm-up (on their threads) is done
+            assert runtime.models.wait_warm(300)
         return runtime
 
     yield make

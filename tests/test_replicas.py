@@ -222,9 +222,7 @@ def test_a_retired_key_verifies_its_past_and_nothing_after(
         b.audit.append(session, "test_event", {"n": 3})
         head = a.audit._locked_head(session.connection())
         frontier = Frontier(size=head.seq, nodes=list(head.nodes))
-        session.add(
-            AuditCheckpoint(**a.audit._checkpoint_row(head.seq, head.chain_hash, frontier))
-        )
+        session.add(AuditCheckpoint(**a.audit._checkpoint_row(head.seq, head.chain_hash, frontier)))
     with unit_of_work(b.sessions) as session:
         report = verify_trail(session)
     assert not report.ok and "after it was retired" in (report.reason or "")

@@ -1,6 +1,7 @@
 """Liveness and readiness.
 
-``/readyz`` is 503 unless the database answers, a model is available and every classifier
+``/readyz`` is 503 unless the database answers, a model is available, every loaded model has
+finished its warm-up (``checks.warming`` lists those still warming) and every classifier
 stage is available (each safety artefact matched its pin); ``checks.artefacts`` names each
 artefact with its sha256, or the reason it is unavailable.
 """
@@ -44,6 +45,8 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     available = [m for m in runtime.models.entries if runtime.models.status(m).available]
     checks["models_available"] = available
+    warming = runtime.models.warming()
+    checks["warming"] = warming
     enf = runtime.policy.current()
     checks["policy_version"] = enf.bundle.version
     # every classifier stage, and each safety artefact: its sha256, or why it is unavailable
@@ -56,7 +59,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         **{name: {"error": why} for a in enf.stages.values() for name, why in a.problems.items()},
     }
     safe = all(a.available for a in enf.stages.values())
-    ready = checks["database"] == "ok" and bool(available) and safe
+    ready = checks["database"] == "ok" and bool(available) and not warming and safe
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status_code=200 if ready else 503,

@@ -63,9 +63,7 @@ def audit_log(settings: Settings) -> AuditLog:
     log = AuditLog(load_or_create_signer(settings.data_dir, seed), settings.checkpoint_every)
     try:
         with open_database(settings) as session:
-            ensure_registered(
-                session, log.signer, auto_register=settings.audit_key_auto_register
-            )
+            ensure_registered(session, log.signer, auto_register=settings.audit_key_auto_register)
     except KeyNotRegistered as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -37,9 +37,7 @@ def secrets() -> None:
 
 @replicas_app.command("reset-secret")
 def reset_secret(
-    name: Annotated[
-        str, typer.Argument(help="console_secret, watermark_key or c2pa_certificate.")
-    ],
+    name: Annotated[str, typer.Argument(help="console_secret, watermark_key or c2pa_certificate.")],
 ) -> None:
     """Forget one pinned fingerprint, to rotate that secret: the next replica to start pins
     its own, and every replica holding another then refuses to start."""

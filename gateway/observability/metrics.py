@@ -6,7 +6,7 @@ The :class:`GatewayMetrics` of a runtime is fed from three narrow places:
   :class:`gateway.audit.writer.DecisionWriter`, or by the reconciler for a decision it closes
   as ``failed``). It counts the outcome and observes the stage timings the pipeline put in
   ``record["timings_ms"]``, the closing write's own duration (stage ``audit_write``) and the
-  batch size of the generation (``record["batch"]["size"]``, 1 until batching lands).
+  batch size of the generation (``record["batch"]["size"]``: images in its pipeline call).
 - ``batch_written``: every transaction of the decision writer (audit append latency).
 - ``watch``: callbacks read at scrape time, for the generation queue depth per model and the
   policy version in force.
@@ -98,7 +98,7 @@ class GatewayMetrics:
         )
         self.batch_size = Histogram(
             "gateway_generation_batch_size",
-            "Requests run together in one generator call, per model",
+            "Images in the generator call of each decision, per model",
             ["model"],
             buckets=_BATCH,
             registry=self.registry,

@@ -1,7 +1,7 @@
 """One governed text-to-image request, start to finish.
 
 validate → open decision (``received`` committed) → licence check → model availability →
-prompt classifier → generator (bounded queue) → image classifiers → per-image policy →
+prompt classifier → generator (batched, bounded queue) → image classifiers → per-image policy →
 provenance → close decision (``decided``, same transaction as the outcome).
 
 Every stage that raises or overruns denies the request (503 ``safety_system_unavailable``)
@@ -25,12 +25,12 @@ from gateway.audit.decisions import Opening
 from gateway.audit.stuck import AuditUnavailable
 from gateway.domain import Direction, LicenceDecision, Principal
 from gateway.errors import GatewayError
-from gateway.generation.run import GenerationParams, run_pipeline
-from gateway.generation.worker import QueueFull
+from gateway.generation.batching import QueueFull
 from gateway.observability.logs import decision_id_var
+from gateway.pipeline.generator_stage import generate_and_score
 from gateway.pipeline.quarantine import QuarantinedImage, QuarantineRefused
 from gateway.pipeline.request import DeliveredImage, GenerationRequest, GenerationResult
-from gateway.pipeline.stages import StageFailure, run_stage, wait_for
+from gateway.pipeline.stages import StageFailure, run_stage
 from gateway.policy.active import Enforcement
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.content import judge_image, judge_text
@@ -183,7 +183,6 @@ class GenerationPipeline:
     ) -> GenerationResult:
         rt = self._rt
         bundle = enf.bundle
-        width, height, steps, seed = shape
         timeout = rt.settings.stage_timeout_s
 
         # 1. licence × intended use × tenant facts
@@ -223,7 +222,6 @@ class GenerationPipeline:
                     param="model",
                 ),
             )
-        loaded = enf.models.get(req.model)
 
         # 3. prompt classifier (prompt and negative prompt), then content policy
         _require_stages(enf)  # a stage whose artefacts failed their pins refuses up front
@@ -263,14 +261,14 @@ class GenerationPipeline:
                 ),
             )
 
-        # 4. generator, behind the bounded queue
-        params = GenerationParams(
-            req.prompt, req.negative_prompt, req.n, width, height, steps, seed
-        )
-        t0 = time.perf_counter()
+        # 4. generator (batched with other requests), then 5. image classifiers on its batch
         try:
-            future = rt.worker.submit(
-                lambda: run_pipeline(loaded, params), model=req.model, images=req.n
+            generated = generate_and_score(
+                enf,
+                req,
+                shape,
+                (rt.settings.generation_timeout_s, rt.settings.stage_timeout_s),
+                record,
             )
         except QueueFull:
             raise Denied(
@@ -282,18 +280,8 @@ class GenerationPipeline:
                     headers={"Retry-After": str(rt.settings.retry_after_s)},
                 ),
             ) from None
-        images = wait_for("generator", future, rt.settings.generation_timeout_s)
-        timings["generator"] = _ms(t0)
-
-        # 5. image classifiers, then per-image policy
-        t0 = time.perf_counter()
-        image_scores = run_stage(
-            rt.executor, "image_classifier", lambda: enf.image_classifier.classify(images), timeout
-        )
-        timings["image_classifier"] = _ms(t0)
+        images, image_scores = generated.images, generated.scores
         _judged_by(record, enf, "image_classifier")
-        if len(image_scores) != len(images):
-            raise StageFailure("image_classifier", "returned the wrong number of results")
 
         # 6. provenance (watermark, C2PA manifest, read back: fails closed) and delivery
         t0 = time.perf_counter()
@@ -370,7 +358,7 @@ class GenerationPipeline:
             "decision": outcome,
             "policy_version": bundle.version,
             "intended_use": use,
-            "seed": seed,
+            "seed": shape[3],
             "model": record["model"],
             "licence": record["licence"],
             "prompt_assessment": prompt_a.to_json(),

@@ -222,6 +222,17 @@ class MemoryOptions(Strict):
     attention_slicing: bool = False
     vae_tiling: bool = False
     cpu_offload: bool = False
+    max_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="most images in one pipeline call; default: the gateway's (8, measured)",
+    )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the UNet (CUDA graphs on a GPU), warmed up at start for "
+        "every declared size and batch size",
+    )
 
 
 class ModelEntry(Strict):

@@ -21,6 +21,10 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+# zlib level 1: measured on a 512x512 image, 30 ms of CPU and 541 KiB against PIL's default
+# level 6 at 40 ms and 497 KiB (docs/operators.md, "PNG compression")
+PNG_COMPRESS_LEVEL = 1
+
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 
@@ -50,7 +54,9 @@ def png_info(provenance: Provenance | None) -> PngInfo:
 
 def encode_png(image: Image.Image, provenance: Provenance | None = None) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=png_info(provenance))
+    image.save(
+        buffer, format="PNG", pnginfo=png_info(provenance), compress_level=PNG_COMPRESS_LEVEL
+    )
     return buffer.getvalue()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from gateway.provenance import Provenance, png_info, sha256_hex
+from gateway.provenance import PNG_COMPRESS_LEVEL, Provenance, png_info, sha256_hex
 from gateway.provenance.c2pa_io import MIME, C2paReading, SigningError, read, sign
 from gateway.provenance.credentials import (
     SigningCredentials,
@@ -61,7 +61,9 @@ class StampedImage:
 def encode(image: Image.Image, fmt: str, provenance: Provenance | None) -> bytes:
     buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, format="PNG", pnginfo=png_info(provenance))
+        image.save(
+            buffer, format="PNG", pnginfo=png_info(provenance), compress_level=PNG_COMPRESS_LEVEL
+        )
     elif fmt == "jpeg":
         image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
     elif fmt == "webp":

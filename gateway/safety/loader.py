@@ -133,7 +133,9 @@ def load_nsfw(artefacts: dict[str, str] | None = None) -> OpenNsfwDetector:
     path = bundled_model_path()
     expected = bundled_pins("open_nsfw").get(path.name)
     read_verified("open_nsfw", path, expected, "pins.json")
-    detector = OpenNsfwDetector()  # the package checks its own pin of the same file as well
+    # one ONNX Runtime thread: no intra-op pool, so no threads spinning between runs on the
+    # cores the generator's owner thread needs (it scores batches while the next one runs)
+    detector = OpenNsfwDetector(intra_op_num_threads=1)  # the package checks its own pin too
     if artefacts is not None:
         artefacts["open_nsfw"] = str(expected)
     return detector

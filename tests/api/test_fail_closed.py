@@ -14,6 +14,8 @@ from gateway.app import create_app
 from gateway.auth.keys import create_key
 from gateway.db.engine import unit_of_work
 from gateway.domain import ImageScores, Role, TextScores
+from gateway.generation.batching import ImageJob
+from gateway.generation.run import batch_key
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import auth
@@ -111,10 +113,13 @@ def test_full_queue_is_429_with_retry_after(
         busy.set()
         release.wait(30)
 
-    # occupy the worker, then fill the single waiting slot
-    runtime.worker.submit(occupy)
-    assert busy.wait(10)
-    runtime.worker.submit(lambda: None)
+    # occupy the model's owner thread, then fill the single waiting image slot with a job
+    batcher = runtime.models.batcher("demo-tiny")
+    batcher.call(occupy)
+    assert busy.wait(60)
+    loaded = runtime.models.get("demo-tiny")
+    key = batch_key(loaded, 64, 64, 2)
+    batcher.submit(ImageJob(key, "a cat", None, (1,), deadline=time.monotonic() + 60))
     try:
         r = client.post("/v1/images/generations", json=BODY, headers=auth(requester))
     finally:

@@ -6,6 +6,7 @@ Each test builds its own runtime (so its own registry): the values below are thi
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -16,6 +17,8 @@ from gateway.app import create_app
 from gateway.auth.keys import create_key
 from gateway.db.engine import unit_of_work
 from gateway.domain import Role
+from gateway.generation.batching import ImageJob
+from gateway.generation.run import batch_key
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import KeyFactory, auth
@@ -31,7 +34,7 @@ def test_metric_values_after_a_known_set_of_requests(
     runtime_factory: Callable[..., Runtime],
     settings_factory: Callable[..., Settings],
 ) -> None:
-    runtime = runtime_factory(settings_factory(queue_size=1))
+    runtime = runtime_factory(settings_factory(queue_size=3))
     with TestClient(create_app(runtime.settings, runtime)) as client:
         key = _requester(runtime)
         before = client.get("/metrics")
@@ -53,16 +56,18 @@ def test_metric_values_after_a_known_set_of_requests(
         )
         assert invalid.status_code == 422  # refused before a decision opens: not counted
 
-        # queue full: the worker busy, its one waiting slot holding a 3-image job of demo-tiny
+        # queue full: the owner thread busy, its waiting bound (3 images) held by a 3-image job
         release, busy = threading.Event(), threading.Event()
 
         def occupy() -> None:
             busy.set()
             release.wait(30)
 
-        runtime.worker.submit(occupy)
+        batcher = runtime.models.batcher("demo-tiny")
+        batcher.call(occupy)
         assert busy.wait(10)
-        runtime.worker.submit(lambda: None, model="demo-tiny", images=3)
+        key = batch_key(runtime.models.get("demo-tiny"), 64, 64, 2)
+        batcher.submit(ImageJob(key, "a cat", None, (1, 2, 3), deadline=time.monotonic() + 60))
         try:
             during = scrape(client.get("/metrics").text)
             full = client.post("/v1/images/generations", json=BODY, headers=auth(key))
@@ -97,7 +102,8 @@ def test_metric_values_after_a_known_set_of_requests(
     assert generator_s is not None and generator_s > 0
 
     assert value(samples, "gateway_generation_batch_size_count", model="demo-tiny") == 1
-    assert value(samples, "gateway_generation_batch_size_sum", model="demo-tiny") == 1
+    # the one allowed request ran alone: its 2 images were one pipeline call
+    assert value(samples, "gateway_generation_batch_size_sum", model="demo-tiny") == 2
     assert value(samples, "gateway_generation_batch_size_bucket", model="demo-tiny", le="1.0") == 1
 
     # three decisions, one after another: an opening and a closing transaction each

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +15,35 @@ import pytest
 from gateway.finetune.manifest import scan
 from gateway.finetune.train import TrainConfig, train_lora
 from gateway.generation.adapters import AdapterRef, AdapterUnavailable, activate_adapter
+from gateway.generation.batching import Batcher, ImageJob
 from gateway.generation.loader import load_model
 from gateway.generation.pins import sha256_file
-from gateway.generation.run import GenerationParams, run_pipeline
+from gateway.generation.run import GenerationParams, batch_key, run_batch, run_pipeline
 from gateway.policy.bundle import load_bundle
 from tests.conftest import REPO
 from tests.finetune.helpers import make_images
 
+ENTRY = load_bundle(REPO / "policies").models.models["demo-tiny"]
 
-def test_adapters_switch_over_one_base(model_dir: Path, tmp_path: Path) -> None:
-    entry = load_bundle(REPO / "policies").models.models["demo-tiny"]
+
+@pytest.fixture(scope="module")
+def refs(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[AdapterRef]:
+    """Two small adapters trained over demo-tiny with different seeds."""
+    tmp_path = tmp_path_factory.mktemp("adapters")
     images = make_images(tmp_path / "images", count=4)
     samples = [(i.path, i.caption) for i in scan(images, rights="owned", rights_note=None,
                                                  service=None).images]  # fmt: skip
-    refs = []
+    out_refs = []
     for seed in (1, 2):
-        trainee = load_model("demo-tiny", entry, model_dir)
+        trainee = load_model("demo-tiny", ENTRY, model_dir)
         config = TrainConfig(steps=3, rank=2, resolution=32, learning_rate=5e-2, seed=seed)
         out = train_lora(trainee.pipeline, samples, config, tmp_path / f"a{seed}", resume_key="k")
-        refs.append(AdapterRef(f"lora-{seed}", out.adapter, sha256_file(out.adapter)))
+        out_refs.append(AdapterRef(f"lora-{seed}", out.adapter, sha256_file(out.adapter)))
+    return out_refs
 
-    base = load_model("demo-tiny", entry, model_dir)
+
+def test_adapters_switch_over_one_base(model_dir: Path, refs: list[AdapterRef]) -> None:
+    base = load_model("demo-tiny", ENTRY, model_dir)
     unet = base.pipeline.unet
     params = GenerationParams("a red circle", None, 1, 64, 64, 2, 5)
 
@@ -52,3 +63,68 @@ def test_adapters_switch_over_one_base(model_dir: Path, tmp_path: Path) -> None:
     changed = AdapterRef("lora-x", refs[0].path, "0" * 64)  # a pin the file does not match
     with pytest.raises(AdapterUnavailable, match="sha256"):
         activate_adapter(base.pipeline, changed)
+
+
+def test_an_adapter_shares_no_batch_with_other_adapters(
+    model_dir: Path, refs: list[AdapterRef]
+) -> None:
+    """Requests for adapter A, adapter B and the bare base wait together on the base's owner
+    thread: each pipeline call holds one adapter's requests only (or the base's), and each
+    image is the one its own adapter gives alone (so the right adapter was active)."""
+    import torch
+
+    base = load_model("demo-tiny", ENTRY, model_dir)
+    models = {
+        None: base,
+        **{r.model_id: replace(base, model_id=r.model_id, adapter=r, base=base) for r in refs},
+    }
+    batcher = Batcher("demo-tiny", max_batch=8, max_wait_s=0.0, max_waiting_images=16)
+    batcher.set_runner(partial(run_batch, base))
+    release, busy = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        busy.set()
+        release.wait(60)
+
+    with torch.backends.mkldnn.flags(enabled=False):  # batch-invariant pixels on a CPU
+        try:
+            batcher.call(occupy)
+            assert busy.wait(60)
+            order = ["lora-1", "lora-2", None, "lora-1", "lora-2", None]
+            futures = []
+            for i, name in enumerate(order):
+                key = batch_key(models[name], 64, 64, 2)
+                assert key.model == "demo-tiny" and key.adapter == models[name].adapter
+                job = ImageJob(key, "a red circle", None, (5 + i,), time.monotonic() + 120)
+                futures.append(batcher.submit(job))
+            release.set()
+            outs = [f.result(120) for f in futures]
+            plain = np.asarray(
+                run_pipeline(base, GenerationParams("a red circle", None, 1, 64, 64, 2, 5))[0],
+                dtype=np.int16,
+            )
+            alone = {
+                (name, i): np.asarray(
+                    run_pipeline(
+                        models[name], GenerationParams("a red circle", None, 1, 64, 64, 2, 5 + i)
+                    )[0],
+                    dtype=np.int16,
+                )
+                for i, name in enumerate(order)
+            }
+        finally:
+            batcher.stop()
+
+    batch_of = {i: outs[i].batch.id for i in range(len(order))}
+    for i, name in enumerate(order):
+        same = {j for j, other in enumerate(order) if other == name}
+        assert {j for j in batch_of if batch_of[j] == batch_of[i]} == same, (name, batch_of)
+        assert outs[i].batch.size == 2
+        # equal to its adapter's image alone, up to float rounding that differs by batch size
+        # (a few pixels by one level of 255)
+        diff = np.abs(np.asarray(outs[i].images[0], dtype=np.int16) - alone[(name, i)])
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (name, diff.max())
+    assert len(set(batch_of.values())) == 3
+    # far beyond that rounding, the adapter changed the picture inside its batch
+    lora_1 = np.asarray(outs[0].images[0], dtype=np.int16)  # lora-1, seed 5
+    assert np.abs(lora_1 - plain).max() > 8

@@ -1,0 +1,358 @@
+"""Dynamic batching in front of one pipeline, on the thread that owns it.
+
+Each loaded pipeline has one :class:`Batcher`. Its owner thread is the only thread that runs
+torch for that pipeline: loading, warm-up (:meth:`Batcher.call`) and generation. Requests put
+*data* on its queue (:class:`ImageJob`: the batch key, prompts, per-image seeds, a deadline and
+a cancellation flag); the owner thread merges jobs that share a :class:`BatchKey` into one
+pipeline call:
+
+- the oldest waiting job always goes next, with the younger jobs of its key behind it, up to
+  ``max_batch`` images, or once ``max_wait_s`` has passed since it was queued (so a rare key
+  never starves and a lone request waits at most ``max_wait_s``);
+- a job whose deadline has passed or that was cancelled (its client gave up) is dropped before
+  it runs;
+- a batch that fails is run again one job at a time, so one bad request fails alone;
+- the waiting bound counts images, not requests (:class:`QueueFull` → 429).
+
+Finished batches go to a second thread, which scores all the batch's images with the image
+classifier in one call and then completes each job's future; the owner thread goes straight
+on to the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from PIL import Image
+
+from gateway.domain import ImageScores
+from gateway.generation.adapters import AdapterRef
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SEED_MODULUS = 2**63
+
+
+class QueueFull(Exception):
+    """More images are waiting for this model than the bound allows."""
+
+
+class JobDropped(Exception):
+    """The job was not run: its deadline passed, it was cancelled, or the batcher stopped."""
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Jobs merge into one pipeline call only when every field is equal (exact, never rounded)."""
+
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str
+    dtype: str
+    adapter: AdapterRef | None = None  # a LoRA over the base: one adapter per call, or none
+
+
+def image_seeds(seed: int, n: int) -> tuple[int, ...]:
+    """Image ``i`` of a request with seed ``s`` is generated from seed ``s + i``.
+
+    So image ``i`` is the same picture as image 0 of a request with seed ``s + i``, whether
+    it ran alone or inside a batch with other requests' images.
+    """
+    return tuple((seed + i) % SEED_MODULUS for i in range(n))
+
+
+class ImageScorer(Protocol):
+    def classify(self, images: Sequence[Image.Image]) -> list[ImageScores]: ...
+
+
+@dataclass(eq=False)
+class ImageJob:
+    key: BatchKey
+    prompt: str
+    negative_prompt: str | None
+    seeds: tuple[int, ...]
+    deadline: float  # time.monotonic()
+    scorer: ImageScorer | None = None  # the image classifier of the request's policy version
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def merges_with(self, other: ImageJob) -> bool:
+        # a missing negative prompt is not always the same as "" (SDXL zeroes the embedding)
+        return self.key == other.key and (self.negative_prompt is None) == (
+            other.negative_prompt is None
+        )
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    id: str
+    size: int  # images in the pipeline call
+    queue_wait_ms: float  # this job: queued → its batch started
+    generator_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "size": self.size,
+            "queue_wait_ms": self.queue_wait_ms,
+            "generator_ms": self.generator_ms,
+        }
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: list[ImageScores] | None  # None: no scorer, or it failed (``error``)
+    error: str | None = None
+    classifier_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    images: list[Image.Image]
+    batch: BatchInfo
+    scored: Future[Scored]  # completed off the owner thread, once the batch is scored
+
+
+RunBatch = Callable[[BatchKey, Sequence[ImageJob]], list[list[Image.Image]]]
+
+
+@dataclass(eq=False)
+class _Pending:
+    job: ImageJob
+    future: Future[JobOutput]
+
+
+class Batcher:
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        max_waiting_images: int,
+        torch_threads: int | None = None,
+    ) -> None:
+        if max_batch < 1 or max_waiting_images < 1 or max_wait_s < 0:
+            raise ValueError("max_batch and max_waiting_images must be >= 1, max_wait_s >= 0")
+        self.name = name
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.max_waiting_images = max_waiting_images
+        self._torch_threads = torch_threads
+        self._run_batch: RunBatch | None = None
+        self._cond = threading.Condition()
+        self._pending: deque[_Pending] = deque()  # arrival order = oldest first
+        self._waiting_images = 0
+        self._control: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name=f"owner-{name}", daemon=True)
+        self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"post-{name}")
+        self.ready = threading.Event()  # set once warm-up is done
+        self._thread.start()
+
+    # -- the interface ----------------------------------------------------------------------
+    def set_runner(self, run_batch: RunBatch) -> None:
+        self._run_batch = run_batch
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the owner thread (loading, warm-up), ahead of waiting jobs."""
+        future: Future[T] = Future()
+        with self._cond:
+            if self._stopping:
+                raise JobDropped(f"{self.name}: the batcher has stopped")
+            self._control.append((fn, future))
+            self._cond.notify_all()
+        return future
+
+    def submit(self, job: ImageJob) -> Future[JobOutput]:
+        future: Future[JobOutput] = Future()
+        with self._cond:
+            if self._stopping:
+                raise JobDropped(f"{self.name}: the batcher has stopped")
+            if self._waiting_images + job.n > self.max_waiting_images:
+                raise QueueFull(f"{self.name}: {self._waiting_images} images waiting")
+            self._pending.append(_Pending(job, future))
+            self._waiting_images += job.n
+            self._cond.notify_all()
+        return future
+
+    def waiting_images(self) -> int:
+        """Images queued and not yet started (for the queue-depth gauge)."""
+        with self._cond:
+            return self._waiting_images
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            self._waiting_images = 0
+            self._cond.notify_all()
+        for p in dropped:
+            if p.future.set_running_or_notify_cancel():
+                p.future.set_exception(JobDropped("the gateway is stopping"))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        self._post.shutdown(wait=False, cancel_futures=True)
+
+    # -- the owner thread -------------------------------------------------------------------
+    def _loop(self) -> None:
+        if self._torch_threads:
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
+        while True:
+            with self._cond:
+                task, batch = self._next()
+                if task is None and batch is None:
+                    return
+            if task is not None:
+                fn, future = task
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:  # the caller decides what it means
+                        future.set_exception(exc)
+            elif batch:
+                self._dispatch(batch)
+
+    def _next(self) -> tuple[tuple[Callable[[], Any], Future[Any]] | None, list[_Pending] | None]:
+        """Under the lock: a control task, a batch to run, or (None, None) to stop."""
+        while True:
+            if self._control:
+                return self._control.popleft(), None
+            if self._stopping:
+                return None, None
+            self._drop_stale()
+            if not self._pending:
+                self._cond.wait()
+                continue
+            head = self._pending[0]
+            batch = [head]
+            images = head.job.n
+            for p in list(self._pending)[1:]:
+                if p.job.merges_with(head.job) and images + p.job.n <= self.max_batch:
+                    batch.append(p)
+                    images += p.job.n
+                    if images == self.max_batch:
+                        break
+            remaining = head.job.queued_at + self.max_wait_s - time.monotonic()
+            if images >= self.max_batch or remaining <= 0:
+                for p in batch:
+                    self._pending.remove(p)
+                    self._waiting_images -= p.job.n
+                return None, batch
+            self._cond.wait(remaining)
+
+    def _drop_stale(self) -> None:
+        now = time.monotonic()
+        for p in list(self._pending):
+            reason = (
+                "cancelled"
+                if p.job.cancelled.is_set() or p.future.cancelled()
+                else "deadline passed"
+                if now >= p.job.deadline
+                else None
+            )
+            if reason is None:
+                continue
+            self._pending.remove(p)
+            self._waiting_images -= p.job.n
+            if p.future.set_running_or_notify_cancel():
+                p.future.set_exception(JobDropped(f"dropped before it ran: {reason}"))
+
+    def _dispatch(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.job.cancelled.is_set()]
+        live = [p for p in live if p.future.set_running_or_notify_cancel()]
+        for p in batch:
+            if p not in live and not p.future.done():
+                p.future.set_exception(JobDropped("dropped before it ran: cancelled"))
+        if not live:
+            return
+        try:
+            self._run(live)
+        except Exception as exc:
+            if len(live) == 1:
+                live[0].future.set_exception(exc)
+                return
+            log.warning(
+                "%s: a batch of %d jobs failed (%s); running them one at a time",
+                self.name,
+                len(live),
+                exc,
+            )
+            for p in live:
+                try:
+                    self._run([p])
+                except Exception as one:
+                    p.future.set_exception(one)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        if self._run_batch is None:
+            raise RuntimeError(f"{self.name}: no pipeline is loaded")
+        jobs = [p.job for p in batch]
+        started = time.monotonic()
+        outputs = self._run_batch(jobs[0].key, jobs)
+        generator_ms = _ms(time.monotonic() - started)
+        if len(outputs) != len(jobs) or any(
+            len(o) != j.n for o, j in zip(outputs, jobs, strict=True)
+        ):
+            raise RuntimeError("the pipeline returned the wrong number of images")
+        batch_id = uuid.uuid4().hex[:16]
+        size = sum(j.n for j in jobs)
+        scored: list[Future[Scored]] = [Future() for _ in jobs]
+        for p, images, done in zip(batch, outputs, scored, strict=True):
+            info = BatchInfo(batch_id, size, _ms(started - p.job.queued_at), generator_ms)
+            p.future.set_result(JobOutput(images, info, done))
+        self._post.submit(_score, jobs, outputs, scored)
+
+
+def _score(
+    jobs: list[ImageJob], outputs: list[list[Image.Image]], scored: list[Future[Scored]]
+) -> None:
+    """Off the owner thread: each scorer scores all its images of the batch in one call."""
+    groups: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs):
+        if job.scorer is not None:
+            groups.setdefault(id(job.scorer), []).append(i)
+        else:
+            scored[i].set_result(Scored(None))
+    for members in groups.values():
+        scorer = jobs[members[0]].scorer
+        assert scorer is not None
+        images = [im for i in members for im in outputs[i]]
+        t0 = time.monotonic()
+        try:
+            scores: list[ImageScores] | None = scorer.classify(images)
+            error = None
+            if scores is None or len(scores) != len(images):
+                scores, error = None, "returned the wrong number of results"
+        except Exception as exc:  # the request fails closed on it
+            scores, error = None, f"{type(exc).__name__}: {exc}"
+        ms = _ms(time.monotonic() - t0)
+        offset = 0
+        for i in members:
+            n = len(outputs[i])
+            part = scores[offset : offset + n] if scores is not None else None
+            scored[i].set_result(Scored(part, error, ms))
+            offset += n
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
