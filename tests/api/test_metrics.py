@@ -66,8 +66,8 @@ def test_metric_values_after_a_known_set_of_requests(
         batcher = runtime.models.batcher("demo-tiny")
         batcher.call(occupy)
         assert busy.wait(10)
-        key = batch_key(runtime.models.get("demo-tiny"), 64, 64, 2)
-        batcher.submit(ImageJob(key, "a cat", None, (1, 2, 3), deadline=time.monotonic() + 60))
+        shape = batch_key(runtime.models.get("demo-tiny"), 64, 64, 2)
+        batcher.submit(ImageJob(shape, "a cat", None, (1, 2, 3), deadline=time.monotonic() + 60))
         try:
             during = scrape(client.get("/metrics").text)
             full = client.post("/v1/images/generations", json=BODY, headers=auth(key))
@@ -104,7 +104,8 @@ def test_metric_values_after_a_known_set_of_requests(
     assert value(samples, "gateway_generation_batch_size_count", model="demo-tiny") == 1
     # the one allowed request ran alone: its 2 images were one pipeline call
     assert value(samples, "gateway_generation_batch_size_sum", model="demo-tiny") == 2
-    assert value(samples, "gateway_generation_batch_size_bucket", model="demo-tiny", le="1.0") == 1
+    assert value(samples, "gateway_generation_batch_size_bucket", model="demo-tiny", le="1.0") == 0
+    assert value(samples, "gateway_generation_batch_size_bucket", model="demo-tiny", le="2.0") == 1
 
     # three decisions, one after another: an opening and a closing transaction each
     assert runtime.decisions.batches == 6
