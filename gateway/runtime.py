@@ -161,19 +161,30 @@ def build_runtime(settings: Settings, models: Models | None = None, **overrides:
     image_override = overrides.pop("image_classifier", None)
 
     def build(version_id: int, bundle: PolicyBundle, previous: Enforcement | None) -> Enforcement:
-        manager = (
-            previous.models
-            if previous is not None
-            and previous.bundle.files.get("models.yaml") == bundle.files.get("models.yaml")
-            else ModelManager(bundle.models, settings.resolved_model_dir, batching)
-        )
-        if previous is None or manager is not previous.models:
+        reuse = previous is not None and previous.bundle.files.get(
+            "models.yaml"
+        ) == bundle.files.get("models.yaml")
+        if reuse:
+            assert previous is not None
+            return _enforcement(version_id, bundle, previous.models)
+        manager = ModelManager(bundle.models, settings.resolved_model_dir, batching)
+        try:  # a version that cannot be built leaves no owner threads or pipelines behind
             manager.prepare()
-        if previous is not None and manager is not previous.models:
+            enforcement = _enforcement(version_id, bundle, manager)
+            if previous is not None and not manager.wait_warm(settings.generation_timeout_s):
+                # the old version keeps serving while the new one warms; past this, switch
+                log.warning("policy version %d: models still warming up", version_id)
+        except BaseException:
+            manager.close()
+            raise
+        if previous is not None:
             # the old models' owner threads stop once requests that took them can have ended
             retire = threading.Timer(settings.generation_timeout_s, previous.models.close)
             retire.daemon = True
             retire.start()
+        return enforcement
+
+    def _enforcement(version_id: int, bundle: PolicyBundle, manager: ModelManager) -> Enforcement:
         # an override (tests) replaces a stage, so the artefacts loaded do not describe it
         prompt, prompt_stage = (
             (prompt_override, StageArtefacts())

@@ -4,8 +4,8 @@
 pipeline: with an :class:`AdapterRef` it makes that adapter the only active one (loaded with
 diffusers' ``load_lora_weights`` the first time, then kept in the pipeline under a name
 derived from its sha256), with ``None`` it disables every adapter. The base is never
-reloaded. Calls must not interleave on one pipeline: the generation worker (or a batch of
-requests that share one adapter, see the batch key) runs them one at a time.
+reloaded. Calls must not interleave on one pipeline: the base's owner thread (its batcher) runs
+them one at a time, and a batch holds the requests of one adapter only (the batch key).
 """
 
 from __future__ import annotations

@@ -209,7 +209,8 @@ class Batcher:
                 p.future.set_exception(JobDropped("the gateway is stopping"))
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
-        self._post.shutdown(wait=False, cancel_futures=True)
+        # batches already generated are still scored (their requests are waiting for it)
+        self._post.shutdown(wait=False, cancel_futures=False)
 
     # -- the owner thread -------------------------------------------------------------------
     def _loop(self) -> None:
@@ -320,7 +321,10 @@ class Batcher:
         for p, images, done in zip(batch, outputs, scored, strict=True):
             info = BatchInfo(batch_id, size, _ms(started - p.job.queued_at), generator_ms)
             p.future.set_result(JobOutput(images, info, done))
-        self._post.submit(_score, jobs, outputs, scored)
+        try:
+            self._post.submit(_score, jobs, outputs, scored)
+        except RuntimeError:  # stopping: the scoring thread is shut; score here, never drop
+            _score(jobs, outputs, scored)
 
 
 def _score(

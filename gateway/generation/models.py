@@ -83,8 +83,10 @@ class ModelManager:
             )
             try:
                 loaded = batcher.call(partial(self._load, model_id, entry)).result()
-            except ModelUnavailable as exc:
+            except BaseException as exc:
                 batcher.stop()
+                if not isinstance(exc, ModelUnavailable):
+                    raise  # (the caller closes the models already loaded)
                 self._unavailable[model_id] = str(exc)
                 # not installed is the normal state of most registered models: `gateway models
                 # list` says why; a pin mismatch or a failed load is worth a warning

@@ -1,10 +1,10 @@
 """Warm-up on the owner thread, and the optional compiled UNet (``options.compile``).
 
 Without ``compile``, one small call (smallest declared size, one image) starts torch's thread
-team on the owner thread before the first request. With ``compile``, the UNet is wrapped in
-``torch.compile`` (``mode="reduce-overhead"``, CUDA graphs, on a GPU; the default mode on a
-CPU) and every declared size is run at every batch size from 1 to ``max_batch``, so no request
-pays for a compilation.
+team on the owner thread before the first request. With ``compile``, the UNet is compiled in
+place with ``torch.compile`` (``mode="reduce-overhead"``, CUDA graphs, on a GPU; the default
+mode on a CPU) and every declared size is run at every batch size from 1 to ``max_batch``, so
+no request pays for a compilation.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def compile_pipeline(model: LoadedModel) -> None:
 
     pipeline = model.pipeline
     mode = "reduce-overhead" if torch.cuda.is_available() else "default"
-    pipeline.unet = torch.compile(pipeline.unet, mode=mode, fullgraph=False)
+    # in place (``Module.compile``): the UNet stays the diffusers model it was, so the LoRA
+    # calls that look for diffusers models (``set_adapters``, ``disable_lora``) still find it
+    pipeline.unet.compile(mode=mode, fullgraph=False)
 
 
 def warmup_plan(entry: ModelEntry, max_batch: int) -> list[tuple[int, int, int]]:

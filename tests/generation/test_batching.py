@@ -10,10 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from gateway.domain import ImageScores
 from gateway.generation.batching import (
     Batcher,
     BatchKey,
@@ -22,6 +24,9 @@ from gateway.generation.batching import (
     QueueFull,
     image_seeds,
 )
+from gateway.generation.models import ModelManager
+from gateway.policy.bundle import load_bundle
+from tests.conftest import REPO
 
 KEY_A = BatchKey("m", 64, 64, 4, 7.5, "DDIMScheduler", "float32")
 KEY_B = BatchKey("m", 128, 128, 4, 7.5, "DDIMScheduler", "float32")
@@ -204,3 +209,57 @@ def test_compile_warms_every_declared_size_and_batch_size() -> None:
     ]  # fmt: skip
     with pytest.raises(ValueError, match="max_batch"):
         ModelEntry.model_validate({**entry, "options": {"max_batch": 0}})
+
+
+class SlowScorer:
+    """Scores after a pause (an image classifier busy with the previous batch)."""
+
+    def __init__(self, pause_s: float) -> None:
+        self.pause_s = pause_s
+
+    def classify(self, images: Sequence[Image.Image]) -> list[ImageScores]:
+        time.sleep(self.pause_s)
+        return [ImageScores(scores={}, detectors={}) for _ in images]
+
+
+def scored_job(prompt: str, scorer: SlowScorer) -> ImageJob:
+    return ImageJob(KEY_A, prompt, None, (1,), time.monotonic() + 30, scorer=scorer)
+
+
+def test_stopping_still_scores_batches_already_generated(make_batcher: type[Batcher]) -> None:
+    """A request whose images were generated gets its scores even when the batcher stops
+    meanwhile (a policy switch retiring the old models): never a wait ending in a timeout."""
+    b = make_batcher("m", max_batch=1, max_wait_s=0.0, max_waiting_images=8)
+    b.set_runner(Recorder())
+    scorer = SlowScorer(0.3)
+    first = b.submit(scored_job("a1", scorer)).result(10)
+    second = b.submit(scored_job("a2", scorer)).result(10)
+    b.stop()  # the second batch's scoring is still queued behind the first's
+    for out in (first, second):
+        scored = out.scored.result(10)
+        assert scored.error is None and scored.scores is not None and len(scored.scores) == 1
+
+
+def test_a_load_that_raises_leaves_no_owner_thread(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path
+) -> None:
+    """A load that fails with anything but ModelUnavailable (a CUDA out-of-memory error, say)
+    propagates, and the owner thread made for the model is stopped, not leaked."""
+    import gateway.generation.models as models_module
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(models_module, "load_model", out_of_memory)
+    registry = load_bundle(REPO / "policies").models
+    before = {t.name for t in threading.enumerate() if t.name.startswith("owner-")}
+    manager = ModelManager(registry, model_dir)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        manager.prepare()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        owners = {t.name for t in threading.enumerate() if t.name.startswith("owner-")}
+        if owners <= before:
+            break
+        time.sleep(0.05)
+    assert owners <= before, owners
