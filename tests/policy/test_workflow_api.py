@@ -312,3 +312,56 @@ def test_replay_counts_every_tenant_but_lists_only_the_callers(
     assert everyone["changes_scope"] == "all tenants" and len(everyone["changes"]) == 1
     r = client.post(url, json={"limit": 0}, headers=auth(editor))
     assert r.status_code == 422
+
+
+def test_a_version_that_fails_to_build_leaves_the_old_models_serving(
+    runtime_factory: Callable[..., Runtime],
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A newly active version with other models whose classifiers fail to build: the replica
+    keeps the version in force, its models keep generating (they are not retired), and the
+    models loaded for the failed version are released (no owner thread left behind)."""
+    import threading
+
+    import gateway.runtime as runtime_module
+    from gateway.auth.keys import create_key
+    from gateway.policy.store import PUBLISHED, decode_files, get_row
+
+    runtime = runtime_factory(settings_factory(generation_timeout_s=1.0))
+    with unit_of_work(runtime.sessions) as session:
+        files = decode_files(get_row(session, 1).files)
+        requester = create_key(session, tenant="acme", roles=(Role.REQUESTER,)).secret
+    models_yaml = files["models.yaml"].replace(
+        "    steps: {min: 1, max: 50, default: 4}\n",
+        "    steps: {min: 1, max: 50, default: 4}\n    options: {max_batch: 4}\n",
+        1,
+    )
+    assert models_yaml != files["models.yaml"]
+    owners = {t.ident for t in threading.enumerate() if t.name.startswith("owner-")}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("duplicate concept texts")
+
+    monkeypatch.setattr(runtime_module, "build_prompt_stage", broken)
+    monkeypatch.setattr(runtime_module, "build_image_stage", broken)
+    with unit_of_work(runtime.sessions) as session:
+        row = insert_version(
+            session,
+            {**files, "models.yaml": models_yaml},
+            status=PUBLISHED,
+            principal="key:test",
+            base_version=1,
+            note="max_batch 4",
+        )
+        row.effective_at = row.created_at
+    with pytest.raises(ValueError, match="duplicate concept texts"):
+        runtime.policy.refresh()
+    assert runtime.policy.current().version_id == 1
+
+    time.sleep(1.5)  # past generation_timeout_s: a wrongly started retirement would have run
+    with TestClient(create_app(runtime.settings, runtime)) as client:
+        r = client.post("/v1/images/generations", json=BODY, headers=auth(requester))
+    assert r.status_code == 200, r.text
+    left = {t.ident for t in threading.enumerate() if t.name.startswith("owner-")} - owners
+    assert not left
