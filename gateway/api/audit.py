@@ -58,6 +58,9 @@ def _time(description: str) -> Any:
     )
 
 
+NO_NUL = r"^[^\x00]*$"  # stored text cannot hold NUL (PostgreSQL refuses it in a query)
+
+
 def _choice(values: tuple[str, ...]) -> Any:
     return Query(json_schema_extra={"enum": list(values)})
 
@@ -67,13 +70,15 @@ def audit_filters(
     runtime: RuntimeDep,
     since: Annotated[str | None, _time("inclusive")] = None,
     until: Annotated[str | None, _time("exclusive (a date: its end)")] = None,
-    tenant: Annotated[str | None, Query(description="tenant id or name (admins)")] = None,
-    model: str | None = None,
-    licence: str | None = None,
+    tenant: Annotated[
+        str | None, Query(description="tenant id or name (admins)", pattern=NO_NUL)
+    ] = None,
+    model: Annotated[str | None, Query(pattern=NO_NUL)] = None,
+    licence: Annotated[str | None, Query(pattern=NO_NUL)] = None,
     intended_use: Annotated[str | None, _choice(INTENDED_USES)] = None,
     outcome: Annotated[str | None, _choice(OUTCOMES)] = None,
     category: Annotated[str | None, _choice(CATEGORIES)] = None,
-    user: str | None = None,
+    user: Annotated[str | None, Query(pattern=NO_NUL)] = None,
 ) -> DecisionFilters:
     """The query's filters, pinned to the caller's tenant unless the caller is an admin.
 

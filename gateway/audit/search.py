@@ -67,6 +67,8 @@ class DecisionFilters:
         user: str | None = None,
     ) -> DecisionFilters:
         """Parse and check textual filters (query string, command line); FilterError if bad."""
+        for param, value in (("model", model), ("licence", licence), ("user", user)):
+            _no_nul(value, param)
         filters = cls(
             since=parse_time(since, "since") if since else None,
             until=parse_time(until, "until", end_of_day=True) if until else None,
@@ -148,8 +150,16 @@ def iso_utc(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _no_nul(value: str | None, param: str) -> None:
+    # PostgreSQL text cannot hold NUL: no stored value can match one, and the query would fail
+    if value is not None and "\x00" in value:
+        raise FilterError(param, f"{param} must not contain NUL characters")
+
+
 def resolve_tenant(session: Session, ref: str) -> str | None:
     """The id of the tenant named or identified by ``ref``; None if there is none."""
+    if "\x00" in ref:
+        return None  # no tenant's id or name holds NUL (and PostgreSQL would refuse the query)
     return session.scalar(select(Tenant.id).where(or_(Tenant.id == ref, Tenant.name == ref)))
 
 

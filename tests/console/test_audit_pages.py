@@ -68,6 +68,8 @@ def test_search_filters_and_pages(
 
     bad = console.get("/console/audit/decisions", params={"since": "yesterday"})
     assert bad.status_code == 422 and "since must be an ISO 8601" in bad.text
+    nul = console.get("/console/audit/decisions", params={"model": "demo\x00tiny"})
+    assert nul.status_code == 422 and "must not contain NUL" in nul.text
     assert "since: since" not in bad.text
 
     # a prompt column, compact times, model and licence filters as choices
