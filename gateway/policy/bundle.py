@@ -143,10 +143,21 @@ def _message(msg: str) -> str:
 
 def _line(text: str, loc: tuple[Any, ...]) -> int | None:
     """1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    return node_line(compose_yaml(text), loc)
+
+
+def compose_yaml(text: str) -> yaml.Node | None:
+    """The YAML node tree of ``text`` (None if it does not parse): compose once, then ask
+    :func:`node_line` for as many locations as needed."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
     try:
-        node = yaml.compose(text)
+        return yaml.compose(text, Loader=loader)
     except yaml.YAMLError:
         return None
+
+
+def node_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the node at ``loc`` under ``node`` (or of its nearest existing parent)."""
     if node is None:
         return None
     line = node.start_mark.line + 1

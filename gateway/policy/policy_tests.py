@@ -15,7 +15,14 @@ from typing import Any, Generic, Literal, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from gateway.policy.bundle import PolicyBundle, PolicyError, PolicyIssue, _line
+from gateway.policy.bundle import (
+    PolicyBundle,
+    PolicyError,
+    PolicyIssue,
+    _line,
+    compose_yaml,
+    node_line,
+)
 from gateway.policy.evaluate import evaluate_model
 from gateway.policy.schema import ContentTestCase, PolicyTestCase, PolicyTests
 
@@ -89,20 +96,21 @@ def load_test_files(
                     )
                 )
             continue
+        tree = compose_yaml(text)  # once per file: every case's line comes from it
         for i, case in enumerate(parsed.cases):
             if case.model not in bundle.models.models:
                 issues.append(
                     PolicyIssue(
                         name,
-                        _line(text, ("cases", i, "model")),
+                        node_line(tree, ("cases", i, "model")),
                         f"cases.{i}.model",
                         f"unknown model {case.model!r}",
                     )
                 )
             else:
-                cases.append(Located(name, _line(text, ("cases", i)), case))
+                cases.append(Located(name, node_line(tree, ("cases", i)), case))
         content += [
-            Located(name, _line(text, ("content_cases", i)), case)
+            Located(name, node_line(tree, ("content_cases", i)), case)
             for i, case in enumerate(parsed.content_cases)
         ]
     if issues:

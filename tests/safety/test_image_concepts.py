@@ -66,7 +66,8 @@ def test_special_care_lowers_the_bar(tiny_clip_dir: Path) -> None:
     def run(special_threshold: float) -> list[str]:
         special = Concept("a young child", "sexual/minors", special_threshold, special_care=True)
         result = ClipConceptChecker(tiny_clip_dir, [normal, special]).check(image)[0]
-        assert result.similarities["a violent scene"] == cos
+        # the same cosine, up to float rounding (texts encoded two at a time, not one)
+        assert result.similarities["a violent scene"] == pytest.approx(cos, abs=1e-5)
         return result.fired.get("violence", [])
 
     assert run(2.0) == []
