@@ -328,7 +328,8 @@ def test_a_version_that_fails_to_build_leaves_the_old_models_serving(
     from gateway.auth.keys import create_key
     from gateway.policy.store import PUBLISHED, decode_files, get_row
 
-    runtime = runtime_factory(settings_factory(generation_timeout_s=1.0))
+    # no background refresher: this test's own refresh is the only build of the new version
+    runtime = runtime_factory(settings_factory(generation_timeout_s=1.0, policy_refresh_s=0))
     with unit_of_work(runtime.sessions) as session:
         files = decode_files(get_row(session, 1).files)
         requester = create_key(session, tenant="acme", roles=(Role.REQUESTER,)).secret
