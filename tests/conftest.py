@@ -7,6 +7,7 @@ fails if it is unreachable); each test gets its own freshly created database the
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from gateway.app import create_app
 from gateway.auth.keys import create_key
 from gateway.db.engine import unit_of_work
 from gateway.domain import Role
+from gateway.generation.batching import Batcher
 from gateway.generation.demo_tiny import build_demo_tiny
 from gateway.runtime import Models, Runtime, build_runtime, load_models
 from gateway.settings import Settings
@@ -152,3 +154,17 @@ def make_key(runtime: Runtime) -> KeyFactory:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def hold_owner(batcher: Batcher, release_after_s: float = 60) -> threading.Event:
+    """Occupy ``batcher``'s owner thread until the returned event is set (or the time runs
+    out), so that jobs submitted meanwhile wait together."""
+    release, busy = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        busy.set()
+        release.wait(release_after_s)
+
+    batcher.call(occupy)
+    assert busy.wait(60)
+    return release

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ from gateway.generation.batching import ImageJob
 from gateway.generation.run import batch_key
 from gateway.runtime import Runtime
 from gateway.settings import Settings
-from tests.conftest import auth
+from tests.conftest import auth, hold_owner
 
 BODY = {"model": "demo-tiny", "prompt": "a lighthouse at dusk", "size": "64x64", "steps": 2}
 
@@ -107,16 +106,9 @@ def test_full_queue_is_429_with_retry_after(
 ) -> None:
     runtime = runtime_factory(settings_factory(queue_size=1, retry_after_s=3))
     client, requester, auditor = _client_and_keys(runtime)
-    release, busy = threading.Event(), threading.Event()
-
-    def occupy() -> None:
-        busy.set()
-        release.wait(30)
-
     # occupy the model's owner thread, then fill the single waiting image slot with a job
     batcher = runtime.models.batcher("demo-tiny")
-    batcher.call(occupy)
-    assert busy.wait(60)
+    release = hold_owner(batcher, 30)
     loaded = runtime.models.get("demo-tiny")
     key = batch_key(loaded, 64, 64, 2)
     batcher.submit(ImageJob(key, "a cat", None, (1,), deadline=time.monotonic() + 60))

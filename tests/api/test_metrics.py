@@ -5,7 +5,6 @@ Each test builds its own runtime (so its own registry): the values below are thi
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ from gateway.generation.batching import ImageJob
 from gateway.generation.run import batch_key
 from gateway.runtime import Runtime
 from gateway.settings import Settings
-from tests.conftest import KeyFactory, auth
+from tests.conftest import KeyFactory, auth, hold_owner
 from tests.prom import scrape, value
 from tests.test_serve_process import _free_port
 
@@ -57,15 +56,8 @@ def test_metric_values_after_a_known_set_of_requests(
         assert invalid.status_code == 422  # refused before a decision opens: not counted
 
         # queue full: the owner thread busy, its waiting bound (3 images) held by a 3-image job
-        release, busy = threading.Event(), threading.Event()
-
-        def occupy() -> None:
-            busy.set()
-            release.wait(30)
-
         batcher = runtime.models.batcher("demo-tiny")
-        batcher.call(occupy)
-        assert busy.wait(10)
+        release = hold_owner(batcher, 30)
         shape = batch_key(runtime.models.get("demo-tiny"), 64, 64, 2)
         batcher.submit(ImageJob(shape, "a cat", None, (1, 2, 3), deadline=time.monotonic() + 60))
         try:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import replace
 from functools import partial
@@ -20,7 +19,7 @@ from gateway.generation.loader import load_model
 from gateway.generation.pins import sha256_file
 from gateway.generation.run import GenerationParams, batch_key, run_batch, run_pipeline
 from gateway.policy.bundle import load_bundle
-from tests.conftest import REPO
+from tests.conftest import REPO, hold_owner
 from tests.finetune.helpers import make_images
 
 ENTRY = load_bundle(REPO / "policies").models.models["demo-tiny"]
@@ -80,16 +79,9 @@ def test_an_adapter_shares_no_batch_with_other_adapters(
     }
     batcher = Batcher("demo-tiny", max_batch=8, max_wait_s=0.0, max_waiting_images=16)
     batcher.set_runner(partial(run_batch, base))
-    release, busy = threading.Event(), threading.Event()
-
-    def occupy() -> None:
-        busy.set()
-        release.wait(60)
-
     with torch.backends.mkldnn.flags(enabled=False):  # batch-invariant pixels on a CPU
         try:
-            batcher.call(occupy)
-            assert busy.wait(60)
+            release = hold_owner(batcher)
             order = ["lora-1", "lora-2", None, "lora-1", "lora-2", None]
             futures = []
             for i, name in enumerate(order):

@@ -18,12 +18,12 @@ from gateway.app import create_app
 from gateway.auth.keys import create_key
 from gateway.db.engine import unit_of_work
 from gateway.domain import Role
-from gateway.generation.batching import Batcher, ImageJob, image_seeds
+from gateway.generation.batching import ImageJob, image_seeds
 from gateway.generation.loader import LoadedModel
 from gateway.generation.run import batch_key
 from gateway.runtime import Runtime
 from gateway.settings import Settings
-from tests.conftest import auth
+from tests.conftest import auth, hold_owner
 
 MODEL = "demo-tiny"
 
@@ -37,18 +37,6 @@ def _job(loaded: LoadedModel, prompt: str, seed: int, n: int = 1) -> ImageJob:
     return ImageJob(key, prompt, None, image_seeds(seed, n), time.monotonic() + 120)
 
 
-def _hold(batcher: Batcher) -> threading.Event:
-    release, busy = threading.Event(), threading.Event()
-
-    def occupy() -> None:
-        busy.set()
-        release.wait(60)
-
-    batcher.call(occupy)
-    assert busy.wait(60)
-    return release
-
-
 def test_image_is_the_same_alone_and_inside_a_batch(runtime: Runtime) -> None:
     """Per-image generators: image i of (seed s) is image 0 of (seed s + i), batched or not.
 
@@ -60,7 +48,7 @@ def test_image_is_the_same_alone_and_inside_a_batch(runtime: Runtime) -> None:
     loaded = runtime.models.get(MODEL)
     assert batcher.ready.wait(120)
 
-    release = _hold(batcher)
+    release = hold_owner(batcher)
     batched = [
         batcher.submit(_job(loaded, "a lighthouse", 11, n=2)),
         batcher.submit(_job(loaded, "a red bicycle", 40)),
@@ -151,7 +139,7 @@ def test_readyz_waits_for_warm_up(
 def test_queue_depth_counts_waiting_images_per_model(runtime: Runtime) -> None:
     batcher = runtime.models.batcher(MODEL)
     loaded = runtime.models.get(MODEL)
-    release = _hold(batcher)
+    release = hold_owner(batcher)
     try:
         batcher.submit(_job(loaded, "a lighthouse", 1, n=3))
         assert runtime.models.waiting_images() == {MODEL: 3}

@@ -26,7 +26,7 @@ from gateway.generation.batching import (
 )
 from gateway.generation.models import ModelManager
 from gateway.policy.bundle import load_bundle
-from tests.conftest import REPO
+from tests.conftest import REPO, hold_owner
 
 KEY_A = BatchKey("m", 64, 64, 4, 7.5, "DDIMScheduler", "float32")
 KEY_B = BatchKey("m", 128, 128, 4, 7.5, "DDIMScheduler", "float32")
@@ -62,24 +62,11 @@ def make_batcher() -> Iterator[type[Batcher]]:
         b.stop()
 
 
-def hold(batcher: Batcher) -> threading.Event:
-    """Occupy the owner thread until the returned event is set."""
-    release, busy = threading.Event(), threading.Event()
-
-    def occupy() -> None:
-        busy.set()
-        release.wait(30)
-
-    batcher.call(occupy)
-    assert busy.wait(10)
-    return release
-
-
 def test_merges_by_key_oldest_first_up_to_max_batch(make_batcher: type[Batcher]) -> None:
     runner = Recorder()
     b = make_batcher("m", max_batch=3, max_wait_s=0.0, max_waiting_images=32)
     b.set_runner(runner)
-    release = hold(b)
+    release = hold_owner(b)
     futures = [
         b.submit(job(KEY_A, "a1")),
         b.submit(job(KEY_B, "b1")),
@@ -123,7 +110,7 @@ def test_failing_batch_is_retried_job_by_job(make_batcher: type[Batcher]) -> Non
     runner = Recorder(fail_on="bad")
     b = make_batcher("m", max_batch=8, max_wait_s=0.0, max_waiting_images=32)
     b.set_runner(runner)
-    release = hold(b)
+    release = hold_owner(b)
     good1, bad, good2 = (b.submit(job(KEY_A, p)) for p in ("g1", "bad", "g2"))
     release.set()
     assert len(good1.result(10).images) == 1
@@ -140,7 +127,7 @@ def test_expired_and_cancelled_jobs_are_dropped_before_running(
     runner = Recorder()
     b = make_batcher("m", max_batch=8, max_wait_s=0.0, max_waiting_images=32)
     b.set_runner(runner)
-    release = hold(b)
+    release = hold_owner(b)
     expired = b.submit(job(KEY_A, "late", deadline_s=0.05))
     gone = job(KEY_A, "gone")
     cancelled = b.submit(gone)
@@ -159,7 +146,7 @@ def test_expired_and_cancelled_jobs_are_dropped_before_running(
 def test_queue_bound_counts_images(make_batcher: type[Batcher]) -> None:
     b = make_batcher("m", max_batch=8, max_wait_s=0.0, max_waiting_images=4)
     b.set_runner(Recorder())
-    release = hold(b)
+    release = hold_owner(b)
     try:
         b.submit(job(KEY_A, "three", n=3))
         with pytest.raises(QueueFull):
@@ -176,7 +163,7 @@ def test_jobs_with_and_without_negative_prompt_run_apart(make_batcher: type[Batc
     runner = Recorder()
     b = make_batcher("m", max_batch=8, max_wait_s=0.0, max_waiting_images=32)
     b.set_runner(runner)
-    release = hold(b)
+    release = hold_owner(b)
     plain = b.submit(job(KEY_A, "plain"))
     neg = ImageJob(KEY_A, "neg", "blurry", (5,), time.monotonic() + 30)
     with_neg = b.submit(neg)
