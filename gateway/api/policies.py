@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import LegalApprover, LegalEditor, PolicyReader, RuntimeDep
 from gateway.api.responses import AUTHENTICATED, WITH_BODY, errors
-from gateway.api.schemas import INTEGRAL, MAX_ROW_ID, NOT_BLANK, Int, RowId, Timestamp
+from gateway.api.schemas import INTEGRAL, MAX_ROW_ID, NO_NUL, NOT_BLANK, Int, RowId, Timestamp
 from gateway.errors import GatewayError
 from gateway.policy.replay import MAX_LIMIT
 from gateway.policy.workflow import FILE_PATH, MAX_FILE_BYTES, MAX_FILES, PolicyService
@@ -28,7 +28,10 @@ Files = Annotated[
         json_schema_extra={
             "propertyNames": {"pattern": f"^{FILE_PATH}$"},
             "additionalProperties": {
-                "anyOf": [{"type": "string", "maxLength": MAX_FILE_BYTES}, {"type": "null"}],
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_FILE_BYTES, "pattern": NO_NUL},
+                    {"type": "null"},
+                ],
                 "description": f"at most {MAX_FILE_BYTES} bytes of UTF-8",
             },
         },
@@ -44,13 +47,13 @@ class DraftBody(BaseModel):
     files: Files = Field(
         default_factory=dict, description="path -> content (overlays the base); null deletes"
     )
-    note: str | None = Field(default=None, max_length=4000)
+    note: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
 
 
 class DraftUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     files: Files = Field(description="path -> content (overlays the draft); null deletes")
-    note: str | None = Field(default=None, max_length=4000)
+    note: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
 
 
 class ReplayBody(BaseModel):

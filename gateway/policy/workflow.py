@@ -47,7 +47,7 @@ from gateway.policy.store import (
 from gateway.runtime import Runtime
 
 MAX_FILES, MAX_FILE_BYTES = 200, 1_000_000
-FILE_PATH = r"([^/\\.][^/\\]*/)*[^/\\.][^/\\]*\.yaml"
+FILE_PATH = r"([^/\\.\x00][^/\\\x00]*/)*[^/\\.\x00][^/\\\x00]*\.yaml"  # no NUL: PostgreSQL
 """A draft's file name: a relative path of non-empty segments, none starting with a dot."""
 
 
@@ -76,6 +76,17 @@ def _check_files(files: Mapping[str, str | None]) -> None:
             raise GatewayError(
                 422, "invalid_files", f"{name!r} is larger than 1 MB", param=f"files.{name}"
             )
+        if text is not None and "\x00" in text:
+            raise GatewayError(
+                422, "invalid_files", f"{name!r} contains a NUL character", param=f"files.{name}"
+            )
+
+
+def _check_note(note: str | None) -> None:
+    if note is not None and "\x00" in note:
+        raise GatewayError(
+            422, "invalid_note", "note must not contain NUL characters", param="note"
+        )
 
 
 def record_draft(
@@ -149,6 +160,7 @@ class PolicyService:
     ) -> dict[str, Any]:
         _require(principal, Role.LEGAL_EDITOR, "creating a draft")
         _check_files(files or {})
+        _check_note(note)
         who = principal_id(principal)
         with unit_of_work(self._rt.sessions) as session:
             if base_version is None:
@@ -176,6 +188,7 @@ class PolicyService:
     ) -> dict[str, Any]:
         _require(principal, Role.LEGAL_EDITOR, "editing a draft")
         _check_files(files)
+        _check_note(note)
         who = principal_id(principal)
         with unit_of_work(self._rt.sessions) as session:
             row = self._draft(session, draft_id)

@@ -15,9 +15,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from gateway.app import create_app
-from gateway.auth.keys import create_key
+from gateway.auth.keys import authenticate, create_key
 from gateway.db.engine import unit_of_work
 from gateway.domain import Role
+from gateway.errors import GatewayError
+from gateway.policy.workflow import PolicyService
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.conftest import KeyFactory, auth
@@ -220,3 +222,41 @@ def test_generation_integers_are_range_checked(client: TestClient, make_key: Key
         headers=auth(make_key(Role.ADMIN, tenant="ops")),
     )
     _refused(r, 422, "invalid_request", "limit")
+
+
+@pytest.mark.parametrize(
+    ("files", "note", "param"),
+    [
+        ({"content\x00.yaml": "x: 1\n"}, None, "files"),
+        ({"extra.yaml": "x: 1\x00\n"}, None, "files"),
+        ({}, "a note with a \x00 in it", "note"),
+    ],
+)
+def test_a_nul_in_a_draft_is_422_never_500(
+    client: TestClient,
+    runtime: Runtime,
+    make_key: KeyFactory,
+    files: dict[str, str],
+    note: str | None,
+    param: str,
+) -> None:
+    """PostgreSQL cannot store NUL (schemathesis found a 500 on PUT .../drafts/{id})."""
+    key = make_key(Role.LEGAL_EDITOR, tenant="ops")
+    draft = client.post("/v1/policies/drafts", json={}, headers=auth(key))
+    assert draft.status_code == 201, draft.text
+    draft_id = draft.json()["id"]
+    for method, path in (
+        ("POST", "/v1/policies/drafts"),
+        ("PUT", f"/v1/policies/drafts/{draft_id}"),
+    ):
+        r = client.request(method, path, json={"files": files, "note": note}, headers=auth(key))
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["param"].startswith(param), r.text
+    # the same rule where the console edits drafts (the service behind both)
+    with unit_of_work(runtime.sessions) as session:
+        pepper = runtime.settings.key_pepper
+        principal = authenticate(session, key, pepper.get_secret_value() if pepper else "")
+    assert principal is not None
+    with pytest.raises(GatewayError) as refused:
+        PolicyService(runtime).update_draft(principal, draft_id, files, note)
+    assert refused.value.status == 422
