@@ -14,6 +14,7 @@ _TYPES = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    499: "request_cancelled",  # recorded only: the client that would read it is gone
     503: "server_error",
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ from gateway.audit.events import AuditLog, EventSpec
 from gateway.audit.personal import personal_commitments
 from gateway.db.models import Decision, PersonalData
 
-OUTCOMES = (
+Outcome = Literal[
     "allowed",  # every image delivered
     "partially_filtered",  # some images blocked or quarantined after generation
     "output_filtered",  # every image blocked or quarantined
@@ -28,10 +28,12 @@ OUTCOMES = (
     "licence_denied",
     "model_unavailable",
     "queue_full",
+    "cancelled",  # the client disconnected before its images were generated (recorded 499)
     "safety_system_unavailable",
     "aborted",  # the process died before the decision closed
     "failed",  # the closing write failed (database down); closed later by the reconciler
-)
+]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 class DecisionAlreadyClosed(Exception):

@@ -54,6 +54,7 @@ _OUTCOME_COLOURS = {
     "licence_denied": "#6a1b9a",
     "model_unavailable": "#546e7a",
     "queue_full": "#90a4ae",
+    "cancelled": "#cfd8dc",
     "safety_system_unavailable": "#37474f",
     "aborted": "#000000",
     "failed": "#4e342e",

@@ -9,8 +9,9 @@ pipeline call:
 - the oldest waiting job always goes next, with the younger jobs of its key behind it, up to
   ``max_batch`` images, or once ``max_wait_s`` has passed since it was queued (so a rare key
   never starves and a lone request waits at most ``max_wait_s``);
-- a job whose deadline has passed or that was cancelled (its client gave up) is dropped before
-  it runs;
+- a job whose deadline has passed or that was cancelled (its request gave up waiting, or its
+  client disconnected: :meth:`Batcher.cancel`) is dropped before it runs, and stops counting
+  toward the waiting bound at once;
 - a batch that fails is run again one job at a time, so one bad request fails alone;
 - the waiting bound counts images, not requests (:class:`QueueFull` → 429).
 
@@ -191,6 +192,23 @@ class Batcher:
             self._waiting_images += job.n
             self._cond.notify_all()
         return future
+
+    def cancel(self, job: ImageJob, reason: str = "cancelled") -> bool:
+        """Take ``job`` off the queue now, if it has not started: its future fails with
+        :class:`JobDropped` and its images stop counting toward the bound at once (not when
+        the owner thread next looks). Returns whether it was still waiting. A job already in
+        a batch that is about to run is still skipped (its ``cancelled`` flag is set)."""
+        job.cancelled.set()
+        with self._cond:
+            found = next((p for p in self._pending if p.job is job), None)
+            if found is None:
+                return False
+            self._pending.remove(found)
+            self._waiting_images -= job.n
+            self._cond.notify_all()
+        if found.future.set_running_or_notify_cancel():
+            found.future.set_exception(JobDropped(f"dropped before it ran: {reason}"))
+        return True
 
     def waiting_images(self) -> int:
         """Images queued and not yet started (for the queue-depth gauge)."""

@@ -2,7 +2,9 @@
 
 validate → open decision (``received`` committed) → licence check → model availability →
 prompt classifier → generator (batched, bounded queue) → image classifiers → per-image policy →
-provenance → close decision (``decided``, same transaction as the outcome).
+provenance → close decision (``decided``, same transaction as the outcome). Each step is a
+small function over the request's :class:`~gateway.pipeline.context.RequestContext`, in its
+own module: ``licence_step``, ``prompt_step``, ``generator_stage``, ``delivery``.
 
 Every stage that raises or overruns denies the request (503 ``safety_system_unavailable``)
 and the denial is recorded. Nothing leaves unless both classifiers and the policy said yes.
@@ -18,39 +20,27 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from typing import Any
 
-from gateway.audit.decisions import Opening
+from gateway.audit.decisions import Opening, Outcome
 from gateway.audit.stuck import AuditUnavailable
-from gateway.domain import Direction, LicenceDecision, Principal
+from gateway.domain import Principal
 from gateway.errors import GatewayError
-from gateway.generation.batching import QueueFull
 from gateway.observability.logs import decision_id_var
-from gateway.pipeline.generator_stage import generate_and_score
-from gateway.pipeline.quarantine import QuarantinedImage, QuarantineRefused
-from gateway.pipeline.request import DeliveredImage, GenerationRequest, GenerationResult
-from gateway.pipeline.stages import StageFailure, run_stage
-from gateway.policy.active import Enforcement
+from gateway.pipeline.cancellation import Cancellation
+from gateway.pipeline.context import Denied, RequestContext, Shape
+from gateway.pipeline.delivery import Delivery, Verdicts, deliver
+from gateway.pipeline.generator_stage import GeneratorLimits, generate_and_score
+from gateway.pipeline.licence_step import check_licence, check_model
+from gateway.pipeline.prompt_step import screen_prompts
+from gateway.pipeline.request import GenerationRequest, GenerationResult
+from gateway.pipeline.stages import StageFailure
 from gateway.policy.bundle import PolicyBundle
-from gateway.policy.content import judge_image, judge_text
-from gateway.policy.evaluate import evaluate_model
 from gateway.policy.schema import ModelEntry
-from gateway.provenance import Provenance, encode_png, sha256_hex
-from gateway.provenance.stamp import StampedImage
 from gateway.provenance.watermark import new_payload
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.decisions")
-
-
-class Denied(Exception):
-    """Internal: the request ends here with this outcome and error."""
-
-    def __init__(self, outcome: str, error: GatewayError) -> None:
-        super().__init__(error.message)
-        self.outcome = outcome
-        self.error = error
 
 
 class GenerationPipeline:
@@ -93,21 +83,31 @@ class GenerationPipeline:
         return entry, use
 
     # -- the flow -------------------------------------------------------------------------
-    def generate(self, principal: Principal, req: GenerationRequest) -> GenerationResult:
+    def generate(
+        self,
+        principal: Principal,
+        req: GenerationRequest,
+        cancellation: Cancellation | None = None,
+    ) -> GenerationResult:
+        """``cancellation``: set by the HTTP route when the client disconnects."""
         rt = self._rt
         enf = rt.policy.current()  # one policy version for the whole request
         bundle = enf.bundle
         entry, use = self._validate(bundle, principal, req)
         size = req.size or entry.sizes[0]
         width, height = (int(v) for v in size.split("x"))
-        steps = req.steps or entry.steps.default
-        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+        shape = Shape(
+            width,
+            height,
+            req.steps or entry.steps.default,
+            req.seed if req.seed is not None else secrets.randbelow(2**31),
+        )
         watermark = new_payload()  # reserved with the decision, so verify can look it up
         request_json = {
             **req.to_json(),
             "size": size,
-            "steps": steps,
-            "seed": seed,
+            "steps": shape.steps,
+            "seed": shape.seed,
             "intended_use": use,
         }
         decision_id = self._open(  # committed before any model runs
@@ -125,28 +125,27 @@ class GenerationPipeline:
             )
         )
         decision_id_var.set(decision_id)  # this request's log lines name its decision
-
-        record: dict[str, Any] = {
-            "timings_ms": {},
-            "errors": [],
-            "seed": seed,
-            "policy": {"version_id": enf.version_id, "sha256": bundle.version},
-            "tenant_facts": dict(principal.tenant_facts),
-            "provenance": {"watermark_payload": watermark},
-        }
-        timings: dict[str, float] = record["timings_ms"]
+        ctx = RequestContext(
+            enf,
+            principal,
+            req,
+            entry,
+            use,
+            shape,
+            decision_id,
+            cancellation or Cancellation(),
+            record={
+                "timings_ms": {},
+                "errors": [],
+                "seed": shape.seed,
+                "policy": {"version_id": enf.version_id, "sha256": bundle.version},
+                "tenant_facts": dict(principal.tenant_facts),
+                "provenance": {"watermark_payload": watermark},
+            },
+        )
+        record = ctx.record
         try:
-            result = self._run(
-                enf,
-                decision_id,
-                principal,
-                req,
-                entry,
-                use,
-                (width, height, steps, seed),
-                record,
-                timings,
-            )
+            result = self._steps(ctx)
         except Denied as denied:
             denied.error.decision_id = decision_id
             self._close(decision_id, denied.outcome, denied.error.status, denied.error.code, record)
@@ -169,211 +168,29 @@ class GenerationPipeline:
         self._close(decision_id, result.outcome, 200, None, record)
         return result
 
-    def _run(
-        self,
-        enf: Enforcement,
-        decision_id: str,
-        principal: Principal,
-        req: GenerationRequest,
-        entry: ModelEntry,
-        use: str,
-        shape: tuple[int, int, int, int],
-        record: dict[str, Any],
-        timings: dict[str, float],
-    ) -> GenerationResult:
-        rt = self._rt
-        bundle = enf.bundle
-        timeout = rt.settings.stage_timeout_s
-
-        # 1. licence × intended use × tenant facts
-        t0 = time.perf_counter()
-        verdict = evaluate_model(bundle, req.model, use, principal.tenant_facts)
-        timings["licence"] = _ms(t0)
-        record["licence"] = _licence_json(verdict)
-        record["rights"] = verdict.rights
-        if not verdict.allowed:
-            raise Denied(
-                "licence_denied",
-                GatewayError(
-                    403,
-                    "licence_policy_violation",
-                    f"the licence terms of {req.model} do not permit intended use {use!r}: "
-                    + verdict.reasons[0].message,
-                    param="governance.intended_use",
-                    extra={"reasons": [r.to_json() for r in verdict.reasons]},
-                ),
-            )
-
-        # 2. is the model there and intact?
-        status = enf.models.status(req.model)
-        record["model"] = {
-            "id": req.model,
-            "licence": entry.licence,
-            "weights_sha256": status.weights_sha256,
-            "lineage": enf.models.lineage(req.model),  # adapter -> base, each pinned
-        }
-        if not status.available:
-            raise Denied(
-                "model_unavailable",
-                GatewayError(
-                    503,
-                    "model_unavailable",
-                    status.reason or f"{req.model} is unavailable",
-                    param="model",
-                ),
-            )
-
-        # 3. prompt classifier (prompt and negative prompt), then content policy
-        _require_stages(enf)  # a stage whose artefacts failed their pins refuses up front
-        texts = [req.prompt] + ([req.negative_prompt] if req.negative_prompt else [])
-        t0 = time.perf_counter()
-        scores = run_stage(
-            rt.executor, "prompt_classifier", lambda: enf.prompt_classifier.classify(texts), timeout
+    def _steps(self, ctx: RequestContext) -> GenerationResult:
+        """The governed steps, in order; each adds its part to ``ctx.record``."""
+        settings = self._rt.settings
+        licence = check_licence(ctx)  # 1. licence × intended use × tenant facts
+        model = check_model(ctx)  # 2. the model is loaded and matches its pins
+        prompt = screen_prompts(ctx, self._rt.executor, settings.stage_timeout_s)  # 3.
+        generated = generate_and_score(  # 4. generator (batched), 5. image classifiers
+            ctx,
+            GeneratorLimits(
+                settings.generation_timeout_s, settings.stage_timeout_s, settings.retry_after_s
+            ),
         )
-        timings["prompt_classifier"] = _ms(t0)
-        _judged_by(record, enf, "prompt_classifier")
-        if len(scores) != len(texts):
-            raise StageFailure("prompt_classifier", "returned the wrong number of results")
-        prompt_a = judge_text(bundle.content, scores[0], Direction.PROMPT)
-        record["prompt"] = {
-            "text": req.prompt,
-            "normalised": scores[0].normalised,
-            "assessment": prompt_a.to_json(),
-        }
-        blocked = list(prompt_a.details.get("blocked_categories", []))
-        if req.negative_prompt:
-            neg_a = judge_text(bundle.content, scores[1], Direction.NEGATIVE_PROMPT)
-            record["negative_prompt"] = {
-                "text": req.negative_prompt,
-                "normalised": scores[1].normalised,
-                "assessment": neg_a.to_json(),
-            }
-            blocked += [c for c in neg_a.details.get("blocked_categories", []) if c not in blocked]
-        if blocked:
-            raise Denied(
-                "prompt_blocked",
-                GatewayError(
-                    400,
-                    "content_policy_violation",
-                    "the prompt was refused by the content policy: " + ", ".join(blocked),
-                    param="prompt",
-                    extra={"categories": blocked},
-                ),
-            )
-
-        # 4. generator (batched with other requests), then 5. image classifiers on its batch
-        try:
-            generated = generate_and_score(
-                enf,
-                req,
-                shape,
-                (rt.settings.generation_timeout_s, rt.settings.stage_timeout_s),
-                record,
-            )
-        except QueueFull:
-            raise Denied(
-                "queue_full",
-                GatewayError(
-                    429,
-                    "queue_full",
-                    "the generation queue is full; retry later",
-                    headers={"Retry-After": str(rt.settings.retry_after_s)},
-                ),
-            ) from None
-        images, image_scores = generated.images, generated.scores
-        _judged_by(record, enf, "image_classifier")
-
-        # 6. provenance (watermark, C2PA manifest, read back: fails closed) and delivery
-        t0 = time.perf_counter()
-        provenance = Provenance(
-            decision_id,
-            req.model,
-            entry.licence,
-            bundle.version,
-            verdict.rights,
-            status.weights_sha256,
-            use,
-            list(verdict.chain),
+        return deliver(  # 6. image policy, provenance, quarantine, outcome
+            ctx,
+            generated,
+            Verdicts(licence, model, prompt),
+            Delivery(
+                self._rt.provenance,
+                self._rt.quarantine,
+                self._rt.executor,
+                settings.stage_timeout_s,
+            ),
         )
-        assessments = [judge_image(bundle.content, raw) for raw in image_scores]
-        watermark = record["provenance"]["watermark_payload"]
-        stamped: list[StampedImage | None] = run_stage(
-            rt.executor,
-            "provenance",
-            lambda: [
-                rt.provenance.stamp(image, provenance, req.output_format, i, watermark)
-                if a.action == "allow"
-                else None
-                for i, (image, a) in enumerate(zip(images, assessments, strict=True))
-            ],
-            timeout,
-        )
-        delivered: list[DeliveredImage] = []
-        for i, (image, assessment) in enumerate(zip(images, assessments, strict=True)):
-            mark = stamped[i]
-            png = mark.data if mark is not None else encode_png(image)
-            categories = [
-                *assessment.details.get("blocked_categories", []),
-                *assessment.details.get("quarantined_categories", []),
-            ]
-            if assessment.action == "quarantine":
-                self._quarantine(decision_id, i, png)
-            delivered.append(
-                DeliveredImage(
-                    index=i,
-                    action=assessment.action,
-                    png=png if assessment.action == "allow" else None,
-                    sha256=sha256_hex(png),
-                    assessment=assessment.to_json(),
-                    categories=categories,
-                    mime=mark.mime if mark is not None else "image/png",
-                )
-            )
-        timings["provenance"] = _ms(t0)
-        record["images"] = [
-            {"index": d.index, "action": d.action, "sha256": d.sha256, "assessment": d.assessment}
-            | ({"provenance": m.to_record()} if m is not None else {})
-            for d, m in zip(delivered, stamped, strict=True)
-        ]
-        n_ok = sum(d.action == "allow" for d in delivered)
-        outcome = (
-            "allowed"
-            if n_ok == len(delivered)
-            else "output_filtered"
-            if n_ok == 0
-            else "partially_filtered"
-        )
-        if outcome == "output_filtered":
-            raise Denied(
-                outcome,
-                GatewayError(
-                    400,
-                    "output_filtered",
-                    "every generated image was withheld by the image safety policy",
-                    extra={"categories": sorted({c for d in delivered for c in d.categories})},
-                ),
-            )
-        governance = {
-            "decision_id": decision_id,
-            "decision": outcome,
-            "policy_version": bundle.version,
-            "intended_use": use,
-            "seed": shape[3],
-            "model": record["model"],
-            "licence": record["licence"],
-            "prompt_assessment": prompt_a.to_json(),
-            "negative_prompt_assessment": record.get("negative_prompt", {}).get("assessment"),
-            "images": record["images"],
-            "rights": verdict.rights,
-            "classifiers": record["classifiers"],
-        }
-        return GenerationResult(decision_id, outcome, delivered, governance)
-
-    def _quarantine(self, decision_id: str, index: int, png: bytes) -> None:
-        try:  # kept where every replica can reveal it; not kept: the request is refused
-            self._rt.quarantine.put(QuarantinedImage(decision_id, index, "image/png", png))
-        except QuarantineRefused as exc:
-            raise StageFailure("quarantine", str(exc)) from exc
 
     def _open(self, opening: Opening) -> str:
         try:
@@ -382,7 +199,12 @@ class GenerationPipeline:
             raise self._audit_unavailable(exc, None) from exc
 
     def _close(
-        self, decision_id: str, outcome: str, status: int, code: str | None, record: dict[str, Any]
+        self,
+        decision_id: str,
+        outcome: Outcome,
+        status: int,
+        code: str | None,
+        record: dict[str, Any],
     ) -> None:
         # committed (with the outcome) before the response is returned
         try:
@@ -403,26 +225,3 @@ class GenerationPipeline:
             decision_id=decision_id,
             headers={"Retry-After": str(self._rt.settings.retry_after_s)},
         )
-
-
-def _require_stages(enf: Enforcement) -> None:
-    for stage, artefacts in enf.stages.items():
-        if not artefacts.available:
-            raise StageFailure(stage, f"unavailable: {artefacts.reason}")
-
-
-def _judged_by(record: dict[str, Any], enf: Enforcement, stage: str) -> None:
-    """``record["classifiers"]``: sha256 of every artefact of the stages that judged it."""
-    artefacts = enf.stages.get(stage)
-    record.setdefault("classifiers", {}).update(artefacts.sha256 if artefacts else {})
-
-
-def _licence_json(verdict: LicenceDecision) -> dict[str, Any]:
-    out = verdict.to_json()
-    out.pop("rights")
-    out["id"] = out.pop("licence")
-    return out
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 2)

@@ -1,24 +1,26 @@
-"""The generator stage of a request: one job on the model's batcher, its images and their scores.
+"""Steps 4 and 5: one job on the model's batcher, its images, and their image-classifier scores.
 
 The job is data (batch key, prompts, per-image seeds, deadline); the model's owner thread merges
 it with other requests' jobs, and the image classifier of this request's policy version scores
-the whole batch in one call off the owner thread. ``record["batch"]`` names the batch.
+the whole batch in one call off the owner thread. ``record["batch"]`` names the batch. A client
+that disconnects while its job waits takes the job off the queue (:mod:`.cancellation`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from PIL import Image
 
 from gateway.domain import ImageScores
-from gateway.generation.batching import ImageJob, JobDropped, image_seeds
+from gateway.errors import GatewayError
+from gateway.generation.batching import ImageJob, JobDropped, QueueFull, image_seeds
 from gateway.generation.run import batch_key
-from gateway.pipeline.request import GenerationRequest
+from gateway.pipeline.context import Denied, RequestContext
 from gateway.pipeline.stages import StageFailure, wait_for
-from gateway.policy.active import Enforcement
+
+CLIENT_CLOSED_REQUEST = 499  # recorded only: the client is gone (nginx's convention)
 
 
 @dataclass(frozen=True)
@@ -27,42 +29,81 @@ class Generated:
     scores: list[ImageScores]
 
 
-def generate_and_score(
-    enf: Enforcement,
-    req: GenerationRequest,
-    shape: tuple[int, int, int, int],
-    timeouts: tuple[float, float],
-    record: dict[str, Any],
-) -> Generated:
-    """Raises ``QueueFull`` (429) before anything runs, ``StageFailure`` when a stage fails."""
-    width, height, steps, seed = shape
-    timeout_s, stage_timeout_s = timeouts  # generation (queue included), image classifier
-    loaded = enf.models.get(req.model)
-    batcher = enf.models.batcher(req.model)
+@dataclass(frozen=True)
+class GeneratorLimits:
+    generation_timeout_s: float  # queue included
+    classifier_timeout_s: float  # the image classifier, once the batch is generated
+    retry_after_s: int  # the Retry-After of a 429
+
+
+def generate_and_score(ctx: RequestContext, limits: GeneratorLimits) -> Generated:
+    """:class:`Denied` ``queue_full`` (429) or ``cancelled`` (the client went away before the
+    job ran: recorded 499) before anything is generated; ``StageFailure`` when a stage fails."""
+    try:
+        return _generate_and_score(ctx, limits)
+    except QueueFull:  # the waiting bound counts images
+        raise Denied(
+            "queue_full",
+            GatewayError(
+                429,
+                "queue_full",
+                "the generation queue is full; retry later",
+                headers={"Retry-After": str(limits.retry_after_s)},
+            ),
+        ) from None
+
+
+def _generate_and_score(ctx: RequestContext, limits: GeneratorLimits) -> Generated:
+    req, shape, cancellation = ctx.req, ctx.shape, ctx.cancellation
+    loaded = ctx.enf.models.get(req.model)
+    batcher = ctx.enf.models.batcher(req.model)
     job = ImageJob(
-        key=batch_key(loaded, width, height, steps),
+        key=batch_key(loaded, shape.width, shape.height, shape.steps),
         prompt=req.prompt,
         negative_prompt=req.negative_prompt,
-        seeds=image_seeds(seed, req.n),
-        deadline=time.monotonic() + timeout_s,
-        scorer=enf.image_classifier,
+        seeds=image_seeds(shape.seed, req.n),
+        deadline=time.monotonic() + limits.generation_timeout_s,
+        scorer=ctx.enf.image_classifier,
     )
+    if cancellation.reason is not None:  # the client left before its job was queued
+        raise _cancelled(cancellation.reason)
     try:
-        future = batcher.submit(job)  # QueueFull: the waiting bound counts images
+        future = batcher.submit(job)
     except JobDropped as exc:  # the model was retired by a newer policy version meanwhile
         raise StageFailure("generator", str(exc)) from exc
+    unregister = cancellation.on_cancel(lambda reason: batcher.cancel(job, reason))
     try:
-        out = wait_for("generator", future, timeout_s)
+        out = wait_for("generator", future, limits.generation_timeout_s)
+    except StageFailure:
+        reason = cancellation.reason
+        dropped = (
+            future.done() and not future.cancelled() and isinstance(future.exception(), JobDropped)
+        )
+        if reason is not None and dropped:
+            raise _cancelled(reason) from None  # dropped before it ran: not a stage failure
+        raise
     finally:
-        job.cancelled.set()  # if we gave up waiting, the batcher drops it before it runs
-    record["batch"] = out.batch.to_json()
-    timings = record["timings_ms"]
-    timings["queue"] = out.batch.queue_wait_ms
-    timings["generator"] = out.batch.generator_ms
-    scored = wait_for("image_classifier", out.scored, stage_timeout_s)
-    timings["image_classifier"] = scored.classifier_ms
+        unregister()
+        batcher.cancel(job, "the request stopped waiting")  # a no-op once it has run
+    ctx.record["batch"] = out.batch.to_json()
+    ctx.timings["queue"] = out.batch.queue_wait_ms
+    ctx.timings["generator"] = out.batch.generator_ms
+    scored = wait_for("image_classifier", out.scored, limits.classifier_timeout_s)
+    ctx.timings["image_classifier"] = scored.classifier_ms
     if scored.error is not None or scored.scores is None:
         raise StageFailure("image_classifier", scored.error or "returned no scores")
     if len(scored.scores) != len(out.images):
         raise StageFailure("image_classifier", "returned the wrong number of results")
+    ctx.judged_by("image_classifier")
     return Generated(out.images, scored.scores)
+
+
+def _cancelled(reason: str) -> Denied:
+    return Denied(
+        "cancelled",
+        GatewayError(
+            CLIENT_CLOSED_REQUEST,
+            "client_disconnected",
+            f"the request was cancelled before its images were generated: {reason}",
+        ),
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.audit.decisions import Outcome
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -50,6 +52,6 @@ class DeliveredImage:
 @dataclass(frozen=True)
 class GenerationResult:
     decision_id: str
-    outcome: str
+    outcome: Outcome  # allowed | partially_filtered (every other outcome is an error)
     images: list[DeliveredImage]
     governance: dict[str, Any]

@@ -59,12 +59,15 @@ def test_metric_values_after_a_known_set_of_requests(
         batcher = runtime.models.batcher("demo-tiny")
         release = hold_owner(batcher, 30)
         shape = batch_key(runtime.models.get("demo-tiny"), 64, 64, 2)
-        batcher.submit(ImageJob(shape, "a cat", None, (1, 2, 3), deadline=time.monotonic() + 60))
+        cat = batcher.submit(
+            ImageJob(shape, "a cat", None, (1, 2, 3), deadline=time.monotonic() + 60)
+        )
         try:
             during = scrape(client.get("/metrics").text)
             full = client.post("/v1/images/generations", json=BODY, headers=auth(key))
         finally:
             release.set()
+        cat.result(60)  # the waiting job has run: the queue is empty again
         assert full.status_code == 429
         assert value(during, "gateway_generation_queue_depth", model="demo-tiny") == 3
 

@@ -143,6 +143,31 @@ def test_expired_and_cancelled_jobs_are_dropped_before_running(
     assert runner.calls == [["kept"]]
 
 
+def test_cancel_frees_the_bound_at_once_and_the_job_never_runs(
+    make_batcher: type[Batcher],
+) -> None:
+    runner = Recorder()
+    b = make_batcher("m", max_batch=8, max_wait_s=0.0, max_waiting_images=3)
+    b.set_runner(runner)
+    release = hold_owner(b)
+    try:
+        gone = job(KEY_A, "gone", n=3)
+        future = b.submit(gone)
+        with pytest.raises(QueueFull):
+            b.submit(job(KEY_A, "waits"))
+        assert b.cancel(gone, "the client disconnected")
+        assert b.waiting_images() == 0  # while the owner thread is still busy
+        with pytest.raises(JobDropped, match="the client disconnected"):
+            future.result(0)
+        after = b.submit(job(KEY_A, "fits now", n=3))
+        assert not b.cancel(gone)  # no longer waiting
+    finally:
+        release.set()
+    assert after.result(10).batch.size == 3
+    assert runner.calls == [["fits now"]]
+    assert not b.cancel(job(KEY_A, "never queued"))
+
+
 def test_queue_bound_counts_images(make_batcher: type[Batcher]) -> None:
     b = make_batcher("m", max_batch=8, max_wait_s=0.0, max_waiting_images=4)
     b.set_runner(Recorder())
