@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 CATEGORIES: tuple[str, ...] = (
     "sexual",
@@ -94,6 +94,10 @@ class ImageScores:
     fired: dict[str, list[str]] = field(default_factory=dict)
 
 
+Action = Literal["allow", "block", "quarantine"]
+"""What the content policy does with a text or an image."""
+
+
 @dataclass(frozen=True)
 class Assessment:
     """Scores judged by policy: severity per category and what to do."""
@@ -102,7 +106,7 @@ class Assessment:
     scores: dict[str, float]
     severities: dict[str, Severity]
     flagged: list[str]
-    action: str  # "allow" | "block" | "quarantine"
+    action: Action
     matched_rules: list[str]
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -65,7 +65,7 @@ def _generate(
         intended_use=body.governance.intended_use if body.governance else None,
         output_format=body.output_format,
     )
-    result = GenerationPipeline(runtime).generate(principal, request, cancellation)
+    result = GenerationPipeline.of(runtime).generate(principal, request, cancellation)
     data: list[ImageData] = []
     for image in result.images:
         if image.png is None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from gateway.audit.decisions import Opening, Outcome
 from gateway.audit.stuck import AuditUnavailable
@@ -35,17 +36,77 @@ from gateway.pipeline.licence_step import check_licence, check_model
 from gateway.pipeline.prompt_step import screen_prompts
 from gateway.pipeline.request import GenerationRequest, GenerationResult
 from gateway.pipeline.stages import StageFailure
+from gateway.policy.active import Enforcement
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.schema import ModelEntry
 from gateway.provenance.watermark import new_payload
 from gateway.runtime import Runtime
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.decisions")
 
 
+class PolicySource(Protocol):
+    def current(self) -> Enforcement: ...
+
+
+class DecisionSink(Protocol):
+    """Opens and closes decision records, each committed before it returns
+    (:class:`gateway.audit.writer.DecisionWriter`)."""
+
+    def open(self, opening: Opening) -> str: ...
+
+    def close(
+        self,
+        decision_id: str,
+        *,
+        outcome: str,
+        http_status: int,
+        error_code: str | None,
+        record: dict[str, Any],
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    instance_id: str
+    stage_timeout_s: float  # each classifier stage and provenance
+    generation_timeout_s: float  # the generator, queue included
+    retry_after_s: int  # Retry-After on 429 and on 503 audit_unavailable
+
+    @classmethod
+    def of(cls, settings: Settings) -> PipelineSettings:
+        return cls(
+            settings.instance_id,
+            settings.stage_timeout_s,
+            settings.generation_timeout_s,
+            settings.retry_after_s,
+        )
+
+
 class GenerationPipeline:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
+    """Takes what the flow needs (a policy source, a decision sink, the provenance stamper and
+    quarantine store, an executor for stage deadlines, four settings), not the whole runtime."""
+
+    def __init__(
+        self,
+        policy: PolicySource,
+        decisions: DecisionSink,
+        delivery: Delivery,
+        settings: PipelineSettings,
+    ) -> None:
+        self._policy = policy
+        self._decisions = decisions
+        self._delivery = delivery
+        self._settings = settings
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> GenerationPipeline:
+        settings = PipelineSettings.of(runtime.settings)
+        delivery = Delivery(
+            runtime.provenance, runtime.quarantine, runtime.executor, settings.stage_timeout_s
+        )
+        return cls(runtime.policy, runtime.decisions, delivery, settings)
 
     # -- validation before anything is recorded -------------------------------------------
     def _validate(
@@ -90,8 +151,7 @@ class GenerationPipeline:
         cancellation: Cancellation | None = None,
     ) -> GenerationResult:
         """``cancellation``: set by the HTTP route when the client disconnects."""
-        rt = self._rt
-        enf = rt.policy.current()  # one policy version for the whole request
+        enf = self._policy.current()  # one policy version for the whole request
         bundle = enf.bundle
         entry, use = self._validate(bundle, principal, req)
         size = req.size or entry.sizes[0]
@@ -114,7 +174,7 @@ class GenerationPipeline:
             Opening(
                 tenant_id=principal.tenant_id,
                 key_id=principal.key_id,
-                instance_id=rt.settings.instance_id,
+                instance_id=self._settings.instance_id,
                 user=req.user,
                 model_id=req.model,
                 licence_id=entry.licence,
@@ -170,31 +230,22 @@ class GenerationPipeline:
 
     def _steps(self, ctx: RequestContext) -> GenerationResult:
         """The governed steps, in order; each adds its part to ``ctx.record``."""
-        settings = self._rt.settings
+        settings, delivery = self._settings, self._delivery
         licence = check_licence(ctx)  # 1. licence × intended use × tenant facts
         model = check_model(ctx)  # 2. the model is loaded and matches its pins
-        prompt = screen_prompts(ctx, self._rt.executor, settings.stage_timeout_s)  # 3.
+        prompt = screen_prompts(ctx, delivery.executor, settings.stage_timeout_s)  # 3.
         generated = generate_and_score(  # 4. generator (batched), 5. image classifiers
             ctx,
             GeneratorLimits(
                 settings.generation_timeout_s, settings.stage_timeout_s, settings.retry_after_s
             ),
         )
-        return deliver(  # 6. image policy, provenance, quarantine, outcome
-            ctx,
-            generated,
-            Verdicts(licence, model, prompt),
-            Delivery(
-                self._rt.provenance,
-                self._rt.quarantine,
-                self._rt.executor,
-                settings.stage_timeout_s,
-            ),
-        )
+        # 6. image policy, provenance, quarantine, outcome
+        return deliver(ctx, generated, Verdicts(licence, model, prompt), delivery)
 
     def _open(self, opening: Opening) -> str:
         try:
-            return self._rt.decisions.open(opening)
+            return self._decisions.open(opening)
         except AuditUnavailable as exc:
             raise self._audit_unavailable(exc, None) from exc
 
@@ -208,7 +259,7 @@ class GenerationPipeline:
     ) -> None:
         # committed (with the outcome) before the response is returned
         try:
-            self._rt.decisions.close(
+            self._decisions.close(
                 decision_id, outcome=outcome, http_status=status, error_code=code, record=record
             )
         except AuditUnavailable as exc:  # left open; the reconciler closes it as failed
@@ -223,5 +274,5 @@ class GenerationPipeline:
             "the decision could not be recorded (the audit database is unavailable), so "
             "nothing was delivered; retry later",
             decision_id=decision_id,
-            headers={"Retry-After": str(self._rt.settings.retry_after_s)},
+            headers={"Retry-After": str(self._settings.retry_after_s)},
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit.decisions import Outcome
+from gateway.domain import Action
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class DeliveredImage:
     index: int
-    action: str  # allow | block | quarantine
+    action: Action
     png: bytes | None  # the delivered file (PNG, JPEG or WebP: see mime); None if withheld
     sha256: str
     assessment: dict[str, Any]

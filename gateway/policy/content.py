@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gateway.domain import (
     CATEGORIES,
+    Action,
     Assessment,
     Direction,
     ImageScores,
@@ -76,7 +77,7 @@ def judge_image(policy: ContentPolicy, scores: ImageScores) -> Assessment:
         elif reaches(sev, cp.actions.image.quarantine_at):
             quarantined.append(cat)
             rules.append(f"content.{cat}.image.quarantine_at={cp.actions.image.quarantine_at}")
-    action = "block" if blocked else "quarantine" if quarantined else "allow"
+    action: Action = "block" if blocked else "quarantine" if quarantined else "allow"
     details: dict[str, object] = {"detectors": scores.detectors}
     if blocked or quarantined:
         details["blocked_categories"] = blocked

@@ -181,7 +181,7 @@ def test_opening_while_the_database_is_down_is_503_audit_unavailable(
     try:
         # through the pipeline: the decision cannot be opened, nothing runs
         with pytest.raises(GatewayError) as caught:
-            GenerationPipeline(runtime).generate(
+            GenerationPipeline.of(runtime).generate(
                 principal, GenerationRequest(model="demo-tiny", prompt="a lighthouse", steps=2)
             )
         assert caught.value.status == 503 and caught.value.code == "audit_unavailable"
