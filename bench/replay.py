@@ -66,7 +66,7 @@ def run(runtime, rows: int) -> None:  # type: ignore[no-untyped-def]
 
         principal = authenticate(session, key)
     assert principal is not None
-    pipeline = GenerationPipeline(runtime)
+    pipeline = GenerationPipeline.of(runtime)
     for prompt in ("a lighthouse at dusk", "a bowl of fruit"):
         pipeline.generate(
             principal,
