@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +31,7 @@ from gateway.db.models import QuarantineImage
 from gateway.settings import Settings
 
 _DECISION_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_LOCK = 0x71756172  # the advisory lock that serialises quarantine writes on PostgreSQL ("quar")
 
 
 class QuarantineRefused(Exception):
@@ -78,6 +79,11 @@ class DatabaseQuarantine:
         _check_image_cap(size, self.max_image_bytes)
         try:
             with unit_of_work(self._sessions) as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    # one writer at a time across replicas between the sum and the insert, or
+                    # each could see room for its image and all of them exceed the cap together
+                    # (SQLite's BEGIN IMMEDIATE already serialises writers)
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
                 used = session.scalar(select(func.coalesce(func.sum(QuarantineImage.size), 0)))
                 if int(used or 0) + size > self.max_total_bytes:
                     raise QuarantineRefused(
