@@ -114,9 +114,22 @@ class Runtime:
         self.engine.dispose()
 
 
+def limit_blas_threads(threads: int) -> None:
+    """Cap the BLAS library numpy loaded (OpenBLAS, MKL...) at ``threads`` for this process.
+
+    Measured on 2 cores: the prompt classifier cost 16.3 ms of CPU per prompt for 8.2 ms of
+    wall time with OpenBLAS's default two threads (the second one spinning between calls) and
+    6.5 ms for 6.5 ms with one; the spinning thread takes the core the generator runs on.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")  # kept for the life of the process
+
+
 def build_runtime(settings: Settings, models: Models | None = None, **overrides: Any) -> Runtime:
     """Migrate the database, load policy and models, close decisions a crash left open."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    limit_blas_threads(settings.blas_threads)
     url = settings.resolved_database_url
     upgrade(url, settings.migrations_dir)
     engine = make_engine(

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads of each model's owner thread"
     )
+    blas_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Threads of the BLAS library under numpy (the prompt head's kernels and "
+        "regressions): 1, because a server's parallelism is its concurrent requests, and "
+        "OpenBLAS threads busy-wait between calls, burning the cores the generator needs",
+    )
     cpu_batch_invariant: bool = Field(
         default=True,
         description="On a CPU, turn torch's oneDNN convolutions off so that an image is "
