@@ -8,7 +8,8 @@ pipeline call:
 
 - the oldest waiting job always goes next, with the younger jobs of its key behind it, up to
   ``max_batch`` images, or once ``max_wait_s`` has passed since it was queued (so a rare key
-  never starves and a lone request waits at most ``max_wait_s``);
+  never starves and a lone request waits at most ``max_wait_s``), or at once when every request
+  in flight for the pipeline is already waiting (:meth:`Batcher.request`);
 - a job whose deadline has passed or that was cancelled (its request gave up waiting, or its
   client disconnected: :meth:`Batcher.cancel`) is dropped before it runs, and stops counting
   toward the waiting bound at once;
@@ -27,8 +28,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -88,6 +90,7 @@ class ImageJob:
     scorer: ImageScorer | None = None  # the image classifier of the request's policy version
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.monotonic)
+    tracked: bool = False  # its request is counted by Batcher.request() while in flight
 
     @property
     def n(self) -> int:
@@ -160,6 +163,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._pending: deque[_Pending] = deque()  # arrival order = oldest first
         self._waiting_images = 0
+        self._requests = 0  # requests in flight for this pipeline (Batcher.request)
         self._control: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=f"owner-{name}", daemon=True)
@@ -192,6 +196,21 @@ class Batcher:
             self._waiting_images += job.n
             self._cond.notify_all()
         return future
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Count a request as in flight for this pipeline, from before its prompt is classified
+        until its images are delivered. When every request in flight already has its tracked
+        job waiting, nobody else can join the batch, so it starts without waiting out
+        ``max_wait_s`` (a lone request does not pay the wait for company)."""
+        with self._cond:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._requests -= 1
+                self._cond.notify_all()
 
     def cancel(self, job: ImageJob, reason: str = "cancelled") -> bool:
         """Take ``job`` off the queue now, if it has not started: its future fails with
@@ -272,7 +291,10 @@ class Batcher:
                     if images == self.max_batch:
                         break
             remaining = head.job.queued_at + self.max_wait_s - time.monotonic()
-            if images >= self.max_batch or remaining <= 0:
+            alone = self._requests <= len(self._pending) and all(
+                p.job.tracked for p in self._pending
+            )
+            if images >= self.max_batch or remaining <= 0 or alone:
                 for p in batch:
                     self._pending.remove(p)
                     self._waiting_images -= p.job.n

@@ -233,15 +233,17 @@ class GenerationPipeline:
         settings, delivery = self._settings, self._delivery
         licence = check_licence(ctx)  # 1. licence × intended use × tenant facts
         model = check_model(ctx)  # 2. the model is loaded and matches its pins
-        prompt = screen_prompts(ctx, delivery.executor, settings.stage_timeout_s)  # 3.
-        generated = generate_and_score(  # 4. generator (batched), 5. image classifiers
-            ctx,
-            GeneratorLimits(
-                settings.generation_timeout_s, settings.stage_timeout_s, settings.retry_after_s
-            ),
-        )
-        # 6. image policy, provenance, quarantine, outcome
-        return deliver(ctx, generated, Verdicts(licence, model, prompt), delivery)
+        # in flight for the model's batcher from here on: a lone request does not wait for company
+        with ctx.enf.models.batcher(ctx.req.model).request():
+            prompt = screen_prompts(ctx, delivery.executor, settings.stage_timeout_s)  # 3.
+            generated = generate_and_score(  # 4. generator (batched), 5. image classifiers
+                ctx,
+                GeneratorLimits(
+                    settings.generation_timeout_s, settings.stage_timeout_s, settings.retry_after_s
+                ),
+            )
+            # 6. image policy, provenance, quarantine, outcome
+            return deliver(ctx, generated, Verdicts(licence, model, prompt), delivery)
 
     def _open(self, opening: Opening) -> str:
         try:

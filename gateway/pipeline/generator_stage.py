@@ -64,6 +64,7 @@ def _generate_and_score(ctx: RequestContext, limits: GeneratorLimits) -> Generat
         seeds=image_seeds(shape.seed, req.n),
         deadline=time.monotonic() + limits.generation_timeout_s,
         scorer=ctx.enf.image_classifier,
+        tracked=True,  # GenerationPipeline counts the request (Batcher.request)
     )
     if cancellation.reason is not None:  # the client left before its job was queued
         raise _cancelled(cancellation.reason)

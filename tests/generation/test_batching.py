@@ -98,6 +98,31 @@ def test_max_wait_gathers_late_jobs_then_fires(make_batcher: type[Batcher]) -> N
     assert out1.batch.queue_wait_ms < 5000
 
 
+def test_a_lone_request_does_not_wait_for_company(make_batcher: type[Batcher]) -> None:
+    """Every request in flight already waiting: nobody can join, so the batch starts at once;
+    while another request is in flight it waits for it (up to max_wait), as before."""
+    runner = Recorder()
+    b = make_batcher("m", max_batch=8, max_wait_s=5.0, max_waiting_images=32)
+    b.set_runner(runner)
+    lone = job(KEY_A, "lone")
+    lone.tracked = True
+    with b.request():
+        out = b.submit(lone).result(10)
+    assert out.batch.queue_wait_ms < 1000  # not the 5 s max_wait
+
+    first, second = job(KEY_A, "first"), job(KEY_A, "second")
+    first.tracked = second.tracked = True
+    with b.request(), b.request():  # two requests in flight, one of them still classifying
+        early = b.submit(first)
+        time.sleep(0.3)
+        assert not early.done()  # waits for the other request in flight
+        late = b.submit(second)
+        out1, out2 = early.result(10), late.result(10)
+    assert out1.batch.id == out2.batch.id and out1.batch.size == 2
+    assert 250 <= out1.batch.queue_wait_ms < 4000
+    assert runner.calls == [["lone"], ["first", "second"]]
+
+
 def test_full_batch_does_not_wait(make_batcher: type[Batcher]) -> None:
     runner = Recorder()
     b = make_batcher("m", max_batch=2, max_wait_s=30.0, max_waiting_images=32)
