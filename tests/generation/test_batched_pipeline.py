@@ -87,13 +87,20 @@ def test_concurrent_requests_share_a_batch_and_record_it(
         {"model": MODEL, "prompt": p, "size": "64x64", "steps": 2, "seed": 5}
         for p in ("a lighthouse at dusk", "a bowl of oranges", "a snowy village")
     ]
+    # the owner thread is held until all three have queued: a request that reached the batcher
+    # while the others were still in HTTP would otherwise start alone (nobody in flight yet)
+    batcher = runtime.models.batcher(MODEL)
+    release = hold_owner(batcher, 120)
     with ThreadPoolExecutor(3) as pool:
-        responses = list(
-            pool.map(
-                lambda b: client.post("/v1/images/generations", json=b, headers=auth(requester)),
-                bodies,
-            )
-        )
+        futures = [
+            pool.submit(client.post, "/v1/images/generations", json=b, headers=auth(requester))
+            for b in bodies
+        ]
+        deadline = time.monotonic() + 120
+        while batcher.waiting_images() < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        release.set()
+        responses = [f.result() for f in futures]
     assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
     records = [
         client.get(
