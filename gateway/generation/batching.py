@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from PIL import Image
 
-from gateway.domain import ImageScores
 from gateway.generation.adapters import AdapterRef
+from gateway.generation.scoring import ImageScorer, Scored, score_batch
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,6 @@ def image_seeds(seed: int, n: int) -> tuple[int, ...]:
     it ran alone or inside a batch with other requests' images.
     """
     return tuple((seed + i) % SEED_MODULUS for i in range(n))
-
-
-class ImageScorer(Protocol):
-    def classify(self, images: Sequence[Image.Image]) -> list[ImageScores]: ...
 
 
 @dataclass(eq=False)
@@ -117,13 +113,6 @@ class BatchInfo:
             "queue_wait_ms": self.queue_wait_ms,
             "generator_ms": self.generator_ms,
         }
-
-
-@dataclass(frozen=True)
-class Scored:
-    scores: list[ImageScores] | None  # None: no scorer, or it failed (``error``)
-    error: str | None = None
-    classifier_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -362,40 +351,9 @@ class Batcher:
             info = BatchInfo(batch_id, size, _ms(started - p.job.queued_at), generator_ms)
             p.future.set_result(JobOutput(images, info, done))
         try:
-            self._post.submit(_score, jobs, outputs, scored)
+            self._post.submit(score_batch, [j.scorer for j in jobs], outputs, scored)
         except RuntimeError:  # stopping: the scoring thread is shut; score here, never drop
-            _score(jobs, outputs, scored)
-
-
-def _score(
-    jobs: list[ImageJob], outputs: list[list[Image.Image]], scored: list[Future[Scored]]
-) -> None:
-    """Off the owner thread: each scorer scores all its images of the batch in one call."""
-    groups: dict[int, list[int]] = {}
-    for i, job in enumerate(jobs):
-        if job.scorer is not None:
-            groups.setdefault(id(job.scorer), []).append(i)
-        else:
-            scored[i].set_result(Scored(None))
-    for members in groups.values():
-        scorer = jobs[members[0]].scorer
-        assert scorer is not None
-        images = [im for i in members for im in outputs[i]]
-        t0 = time.monotonic()
-        try:
-            scores: list[ImageScores] | None = scorer.classify(images)
-            error = None
-            if scores is None or len(scores) != len(images):
-                scores, error = None, "returned the wrong number of results"
-        except Exception as exc:  # the request fails closed on it
-            scores, error = None, f"{type(exc).__name__}: {exc}"
-        ms = _ms(time.monotonic() - t0)
-        offset = 0
-        for i in members:
-            n = len(outputs[i])
-            part = scores[offset : offset + n] if scores is not None else None
-            scored[i].set_result(Scored(part, error, ms))
-            offset += n
+            score_batch([j.scorer for j in jobs], outputs, scored)
 
 
 def _ms(seconds: float) -> float:
